@@ -1,0 +1,112 @@
+"""File I/O with clear errors and atomic writes.
+
+Every output is written to a temporary name in the destination folder and renamed into place
+when complete (``os.replace`` is atomic on POSIX), so a killed stage never leaves a file that looks
+finished. Readers raise :class:`corda.errors.DataError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from corda.errors import CordaError, DataError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    On any exception (including a full disk) the temporary file is removed and the error is
+    re-raised as a one-line :class:`CordaError` for OSError, leaving no partial output behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise CordaError(f"{path}: could not write ({exc.strerror or exc}); check free disk space and permissions") from exc
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON (stable bytes for DVC hashing)."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 (H, W) / (H, W, 3) or uint16 (H, W) array as PNG, atomically."""
+    if array.dtype == np.uint16:
+        img = Image.fromarray(array)  # mode I;16
+    elif array.dtype == np.uint8:
+        img = Image.fromarray(array)
+    else:
+        raise TypeError(f"write_png: unsupported dtype {array.dtype} for {path}")
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG", compress_level=1)
+
+
+def read_image(path: str | os.PathLike, mode: str | None = "RGB") -> np.ndarray:
+    """Read an image file into a numpy array; a missing/corrupt/truncated file raises DataError.
+
+    Args:
+        mode: PIL mode to convert to ("RGB", "L"), or None to keep the stored mode (16-bit PNGs
+            stay uint16).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the dataset root and that the split is complete")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if mode is not None and img.mode != mode:
+                img = img.convert(mode)
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({exc}); re-extract or re-render this file") from exc
+    if arr.dtype == np.int32:  # PIL "I" mode from some 16-bit PNGs
+        arr = arr.astype(np.uint16)
+    return arr
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def file_hash(path: str | os.PathLike, algo: str = "md5") -> str:
+    """Hex digest of a file's bytes (records which checkpoint produced an artefact)."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

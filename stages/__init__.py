@@ -1,0 +1,1 @@
+"""DVC stage entry points: one thin typer command per stage, run as ``python -m stages.<name>``."""
