@@ -1,0 +1,78 @@
+"""Glue shared by the stage entry points: params loading, logging, errors, output hygiene."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import yaml
+
+from corda.config import from_mapping
+from corda.errors import ConfigError, CordaError
+
+T = TypeVar("T")
+PARAMS = "params.yaml"
+log = logging.getLogger("stages")
+
+
+def load_params(path: str | os.PathLike = PARAMS) -> dict:
+    """The whole params file as a dict (a clear error if it is missing or not YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; run from the repository root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def section(params: dict, name: str, cls: type[T]) -> T:
+    """Validate one params section into its typed config dataclass."""
+    if name not in params:
+        raise ConfigError(f"{name}: section missing from params.yaml")
+    return from_mapping(cls, params[name], name)
+
+
+def remove_outputs(*paths: str | os.PathLike) -> None:
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def outputs(*paths: str | os.PathLike) -> Iterator[None]:
+    """Remove the declared outputs if the stage fails, so DVC never records a half-written stage."""
+    try:
+        yield
+    except BaseException:
+        remove_outputs(*paths)
+        raise
+
+
+def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a typer command: logging set-up; a CordaError becomes a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from corda.log import setup_logging
+
+        setup_logging(os.environ.get("CORDA_LOG_LEVEL", "INFO"))
+        try:
+            return fn(*args, **kwargs)
+        except CordaError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
