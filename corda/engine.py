@@ -124,6 +124,7 @@ class Trainer:
         self.grad_clip = grad_clip
         self.state = LoopState()
         self.history: list[dict[str, float]] = []
+        self._resume_checked = False
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -142,6 +143,7 @@ class Trainer:
 
     def try_resume(self) -> bool:
         """Load the scratch checkpoint if it belongs to this run; returns whether it resumed."""
+        self._resume_checked = True
         if not self.scratch.is_file():
             return False
         try:
@@ -172,7 +174,8 @@ class Trainer:
 
     def run(self) -> list[dict[str, float]]:
         """Train to ``iterations``; returns the logged history (one dict per logged step)."""
-        self.try_resume()
+        if not self._resume_checked:
+            self.try_resume()
         start_step = self.state.step
         for m in self.modules.values():
             m.train()

@@ -1,0 +1,38 @@
+"""The data stage's manifest: which dataset indexes the later stages read, and the class set to score.
+
+The manifest (``data/manifest.json``) holds one :class:`~corda.data.datasets.DatasetIndex` per split
+(``source``, ``target_train``, ``target_val``) as JSON, plus the dataset kinds. Later stages depend
+on this small file instead of hashing a multi-GB dataset tree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corda.errors import DataError
+from corda.io import read_json
+
+SPLITS = ("source", "target_train", "target_val")
+
+
+def load_manifest(path: str | Path) -> dict:
+    """Read and check a manifest; a missing or stale one tells the user to re-run the data stage."""
+    m = read_json(path)
+    missing = [s for s in SPLITS if s not in m.get("splits", {})]
+    if missing:
+        raise DataError(f"{path}: manifest lacks split(s) {missing}; re-run `dvc repro data`")
+    return m
+
+
+def load_splits(path: str | Path) -> dict:
+    """{split name: DatasetIndex} from the manifest."""
+    from corda.data.datasets import DatasetIndex
+
+    m = load_manifest(path)
+    return {s: DatasetIndex.from_json(m["splits"][s]) for s in SPLITS}
+
+
+def class_set_name(manifest: dict) -> str:
+    """The evaluation protocol's class set: the paper's for real data, the rendered ten classes otherwise."""
+    kind = manifest.get("source_kind", "procedural")
+    return {"procedural": "procedural10", "gta5": "cityscapes19", "synthia": "synthia16"}[kind]

@@ -1,0 +1,264 @@
+"""The CorDA multi-task segmentation + depth network (method.md §1.2–§1.6) and its DACS baseline.
+
+Layout (all maps at 1/8 resolution):
+
+    backbone ─┬─ semantic branch → F_S ─┐  F_S' = F_S + SA_{D→S}(F_D) → classifier → S
+              │                         ├─ distillation (§1.3)
+              ├─ depth branch    → F_D ─┘  F_D' = F_D + SA_{S→D}(F_S) → classifier → D, D_src
+              └─ (initial_seg_head="aspp") classifier on raw features → initial_S
+    initial_D / initial_D_src: two separate 1×1 convs on F_D; initial_S = 1×1 conv on F_S when "conv1x1".
+
+``depth=False`` gives the DACS baseline: a plain DeepLab-v2 (backbone + one dilated classifier) whose ``S``
+is also returned as ``initial_S`` (same tensor) so that consumers need not branch; it has no
+deep-supervision head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from corda.errors import ConfigError
+from corda.models.backbone import Arch, DilatedResNet, load_pretrained
+
+# Caffe DeepLab preprocessing (method.md §5): BGR order, 0–255 range, mean subtracted, no std division.
+IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The DeepLab-v2 classifier declares four dilations (§1.4).
+ASPP_DILATIONS = (6, 12, 18, 24)
+
+
+class DilatedClassifier(nn.Module):
+    """DeepLab-v2 "ASPP-like" classifier: parallel 3×3 convs (dilation = padding, bias on), outputs summed.
+
+    All four convs are declared, but only the first ``branches`` are summed. ``branches=2`` reproduces the
+    early-return bug of AdaptSegNet/DACS/CorDA (§1.4, §9.1): the 18/24 convs exist, get no gradient and stay
+    at their initialisation. ``branches=4`` is the intended head.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, branches: int = 2):
+        super().__init__()
+        if not 1 <= branches <= len(ASPP_DILATIONS):
+            raise ConfigError(f"aspp_branches must be in 1..{len(ASPP_DILATIONS)}, got {branches}")
+        self.branches = branches
+        self.convs = nn.ModuleList(
+            nn.Conv2d(in_channels, out_channels, 3, padding=d, dilation=d, bias=True) for d in ASPP_DILATIONS
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.convs[0](x)
+        for conv in self.convs[1:self.branches]:
+            out = out + conv(x)
+        return out
+
+
+class TaskBottleneck(nn.Module):
+    """Residual bottleneck in→planes (1×1) → planes (3×3) → out (1×1) with trainable BNs (§1.2).
+
+    The shortcut is a 1×1 conv + BN when the channel count changes (block A), the identity otherwise
+    (block B).
+    """
+
+    def __init__(self, in_channels: int, planes: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def task_branch(in_channels: int, planes: int, out_channels: int) -> nn.Sequential:
+    """Block A (projection shortcut) followed by block B (identity shortcut), §1.2."""
+    return nn.Sequential(TaskBottleneck(in_channels, planes, out_channels),
+                         TaskBottleneck(out_channels, planes, out_channels))
+
+
+class SpatialGate(nn.Module):
+    """PAD-Net-style message ``conv3x3(x) ⊙ sigmoid(conv3x3'(x))`` (§1.3); no bias, no BN.
+
+    The gate is computed from the *sending* task's features, not from the receiver's.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.feature = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.gate = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature(x) * torch.sigmoid(self.gate(x))
+
+
+class CorDANet(nn.Module):
+    """CorDA network (depth=True) or the DACS DeepLab-v2 baseline (depth=False).
+
+    Args:
+        num_classes: semantic logits (19 for every benchmark, SYNTHIA included, §1.5).
+        backbone: ``resnet18 | resnet50 | resnet101`` dilated ResNet (§1.1).
+        pretrained: optional local checkpoint copied into the backbone after init (§1.6).
+        task_channels, bottleneck: task-branch widths (256 and 64 in the original).
+        aspp_branches: dilated-classifier branches summed; 2 = the original's bug, 4 = intended (§1.4).
+        initial_seg_head: ``"aspp"`` = 2048-ch dilated classifier on the raw backbone output (GTA model),
+            ``"conv1x1"`` = 1×1 conv on F_S (SYNTHIA model), §1.5.
+        distillation: the spatial-gate feature exchange; False = identity (ablation "without feature
+            exchange").
+        depth: False builds the DACS baseline: backbone + one dilated classifier, outputs ``S``
+            (= ``initial_S``).
+        input_norm: ``"imagenet"`` (mean/std on RGB in [0, 1]) or ``"caffe_bgr"`` (RGB→BGR, ×255, minus
+            IMG_MEAN).
+        freeze_bn_affine: freeze backbone BN weight/bias (§1.1); task-branch BNs are always trainable.
+        conv_init_std: std of the N(0, σ²) init of every conv weight (§1.6).
+        output_stride: 8 as DeepLab-v2 (§1.1); 16 for CPU-sized runs (outputs at 1/16 resolution).
+
+    Forward: images (B, 3, H, W) float RGB in [0, 1] → dict of logits/depth at 1/8 resolution:
+        ``S``, ``initial_S`` (B, num_classes, h, w); with depth also ``D``, ``D_src``, ``initial_D``,
+        ``initial_D_src`` (B, 1, h, w), raw linear values in the CorDA inverse-depth encoding (§2.2).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        backbone: Arch = "resnet101",
+        pretrained: str | Path | None = None,
+        task_channels: int = 256,
+        bottleneck: int = 64,
+        aspp_branches: int = 2,
+        initial_seg_head: Literal["aspp", "conv1x1"] = "aspp",
+        distillation: bool = True,
+        depth: bool = True,
+        input_norm: Literal["imagenet", "caffe_bgr"] = "caffe_bgr",
+        freeze_bn_affine: bool = True,
+        conv_init_std: float = 0.01,
+        output_stride: int = 8,
+    ):
+        super().__init__()
+        if initial_seg_head not in ("aspp", "conv1x1"):
+            raise ConfigError(f"initial_seg_head must be 'aspp' or 'conv1x1', got {initial_seg_head!r}")
+        if input_norm not in ("imagenet", "caffe_bgr"):
+            raise ConfigError(f"input_norm must be 'imagenet' or 'caffe_bgr', got {input_norm!r}")
+        self.num_classes = num_classes
+        self.depth = depth
+        self.distillation = distillation
+        self.initial_seg_head = initial_seg_head
+        self.input_norm = input_norm
+        # DACS (depth=False) has a single head: no separate initial (deep-supervision) prediction.
+        self.has_initial_seg_head = depth
+
+        self.backbone = DilatedResNet(backbone, freeze_bn_affine=freeze_bn_affine, output_stride=output_stride)
+        c_in = self.backbone.out_channels
+        if depth:
+            self.branch_s = task_branch(c_in, bottleneck, task_channels)
+            self.branch_d = task_branch(c_in, bottleneck, task_channels)
+            if distillation:
+                self.gate_d_to_s = SpatialGate(task_channels)
+                self.gate_s_to_d = SpatialGate(task_channels)
+            if initial_seg_head == "aspp":
+                self.initial_s = DilatedClassifier(c_in, num_classes, aspp_branches)
+            else:
+                self.initial_s = nn.Conv2d(task_channels, num_classes, 1)
+            self.initial_d = nn.Conv2d(task_channels, 1, 1)
+            self.initial_d_src = nn.Conv2d(task_channels, 1, 1)
+            self.head_s = DilatedClassifier(task_channels, num_classes, aspp_branches)
+            self.head_d = DilatedClassifier(task_channels, 1, aspp_branches)
+            self.head_d_src = DilatedClassifier(task_channels, 1, aspp_branches)
+        else:
+            self.head_s = DilatedClassifier(c_in, num_classes, aspp_branches)
+
+        if input_norm == "imagenet":
+            mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        else:
+            mean, std = torch.tensor(IMG_MEAN_BGR) / 255.0, torch.full((3,), 1.0 / 255.0)
+        # Not persistent: constants, kept out of checkpoints and of the EMA.
+        self.register_buffer("norm_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("norm_std", std.view(1, 3, 1, 1), persistent=False)
+
+        self._init_weights(conv_init_std)
+        if pretrained is not None:
+            load_pretrained(self.backbone, pretrained)
+
+    def _init_weights(self, std: float) -> None:
+        """§1.6: conv weights ~ N(0, std²), BN weight 1 and bias 0; conv biases keep the default init."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, std)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB [0, 1] → network input. Caffe: x[BGR]·255 − IMG_MEAN = (x[BGR] − mean/255)/(1/255)."""
+        if self.input_norm == "caffe_bgr":
+            images = images.flip(1)
+        return (images - self.norm_mean) / self.norm_std
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(self.normalize(images))
+        if not self.depth:
+            s = self.head_s(feats)
+            return {"S": s, "initial_S": s}
+        f_s, f_d = self.branch_s(feats), self.branch_d(feats)
+        if self.distillation:
+            # Both messages are computed from the pre-exchange features (§1.3).
+            f_s2, f_d2 = f_s + self.gate_d_to_s(f_d), f_d + self.gate_s_to_d(f_s)
+        else:
+            f_s2, f_d2 = f_s, f_d
+        initial_s = self.initial_s(feats if self.initial_seg_head == "aspp" else f_s)
+        return {
+            "S": self.head_s(f_s2),
+            "initial_S": initial_s,
+            "D": self.head_d(f_d2),
+            "D_src": self.head_d_src(f_d2),
+            "initial_D": self.initial_d(f_d),
+            "initial_D_src": self.initial_d_src(f_d),
+        }
+
+
+def upsample_outputs(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
+                     keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Bilinear (align_corners=True) upsampling of the outputs to ``size`` = (H, W), as in training (§1.4).
+
+    ``keys`` restricts which outputs are upsampled (the rest are dropped); aliases (DACS's S/initial_S) are
+    upsampled once.
+    """
+    result: dict[str, torch.Tensor] = {}
+    done: dict[int, torch.Tensor] = {}
+    for k, v in out.items():
+        if keys is not None and k not in keys:
+            continue
+        if id(v) not in done:
+            done[id(v)] = F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=True)
+        result[k] = done[id(v)]
+    return result
+
+
+def param_groups(model: CorDANet, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
+    """Optimizer groups (§1.6): trainable backbone parameters at ``lr``, the rest at ``head_lr_mult·lr``.
+
+    Each group carries ``lr_mult`` so a poly scheduler can set ``group["lr"] = base · lr_mult · poly``.
+    Frozen parameters (the backbone BN affines) are left out.
+    """
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    heads = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
+    return [
+        {"params": backbone, "lr": lr, "lr_mult": 1.0},
+        {"params": heads, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult},
+    ]

@@ -1,0 +1,309 @@
+"""Evaluation report: the paper-style results table, PNG figures and DVC plot records (method.md §6).
+
+Every renderer is deterministic, so a re-run of the evaluate stage produces byte-identical files
+and DVC sees no spurious change: matplotlib draws on an explicit Agg canvas (no pyplot global
+state, no backend switch) under its built-in default style (a user ``matplotlibrc`` cannot change
+the output), and the PNG metadata carries no software version (matplotlib PNGs hold no timestamp).
+All files are written atomically through :func:`corda.io.atomic_path`.
+
+``results`` arguments are ``{model name: ConfusionMatrix.to_dict(...)}`` mappings, i.e. each value
+has ``"miou"``, ``"pixel_acc"`` and ``"per_class": {class name: IoU fraction or None}``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+import matplotlib.style
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from corda.io import atomic_path, write_png
+from corda.labels import colorize
+
+Results = Mapping[str, Mapping[str, Any]]
+
+#: Default number of records for :func:`confusion_records` (a DVC/vega plot stays responsive).
+DEFAULT_CONFUSION_RECORDS = 10_000
+#: Layout of :func:`prediction_strip`: gap between panels and height of the column-title band, in px.
+STRIP_GAP_PX = 4
+STRIP_HEADER_PX = 14
+STRIP_COLUMNS = ("image", "ground truth", "prediction", "depth", "omega")
+
+_DPI = 100
+_PNG_METADATA = {"Software": None}  # drop the matplotlib version so bytes do not depend on it
+
+
+def _score(value: Any) -> float:
+    """A metrics value as float, with None/missing → NaN."""
+    return float("nan") if value is None else float(value)
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
+    """A Markdown table shaped like the paper's Tables 1–2: one row per method, one column per class, mIoU last.
+
+    Numbers are IoU × 100 with one decimal. A class missing from a model's ``per_class`` (e.g.
+    terrain in a 16-class SYNTHIA result) or undefined (None) shows as ``-``. The mIoU column is
+    each model's stored ``miou`` (averaged over the class set it was computed with).
+    """
+
+    def fmt(v: Any) -> str:
+        x = _score(v)
+        return "-" if math.isnan(x) else f"{100.0 * x:.1f}"
+
+    header = ["Method", *class_names, "mIoU"]
+    lines = [
+        "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+        "|" + "---|" + "---:|" * (len(class_names) + 1),
+    ]
+    for model, metrics in results.items():
+        per_class = metrics.get("per_class", {})
+        cells = [model.replace("|", "\\|"), *(fmt(per_class.get(c)) for c in class_names), fmt(metrics.get("miou"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- DVC plot records ---------------------------------------------------------------------------
+
+
+def confusion_records(
+    matrix: np.ndarray, class_names: Sequence[str], max_records: int | None = None
+) -> list[dict[str, str]]:
+    """Records ``{"actual": name, "predicted": name}`` for DVC's ``confusion`` template.
+
+    DVC counts records, so one record per pixel would be exact but is millions of rows. Instead
+    each cell gets a share of ``max_records`` (default :data:`DEFAULT_CONFUSION_RECORDS`)
+    proportional to its count, rounded by the largest-remainder method so the total is exactly
+    ``max_records`` (or one record per pixel when there are fewer pixels). Integer arithmetic and
+    index-order tie breaking make the output deterministic. Cells too small for one record vanish.
+    Records are in row-major (actual, predicted) order.
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] != len(class_names):
+        raise ValueError(f"matrix of shape {counts.shape} does not match {len(class_names)} class names")
+    if (counts < 0).any():
+        raise ValueError("confusion matrix has negative counts")
+    n = DEFAULT_CONFUSION_RECORDS if max_records is None else int(max_records)
+    if n < 1:
+        raise ValueError(f"max_records must be >= 1, got {max_records}")
+    total = int(counts.sum())
+    flat = counts.reshape(-1)
+    if total <= n:
+        quota = flat.copy()
+    else:
+        scaled = flat * n  # < 2**63 for any realistic pixel count (1e9 px × 1e4 records)
+        quota = scaled // total
+        remainder = scaled % total
+        leftover = n - int(quota.sum())
+        order = np.lexsort((np.arange(flat.size), -remainder))  # largest remainder first, then index
+        quota[order[:leftover]] += 1
+    k = len(class_names)
+    records: list[dict[str, str]] = []
+    for cell in np.flatnonzero(quota):
+        rec = {"actual": class_names[cell // k], "predicted": class_names[cell % k]}
+        records.extend(dict(rec) for _ in range(int(quota[cell])))
+    return records
+
+
+def per_class_records(results: Results, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """``[{"class": c, "model": m, "iou": v}]`` for a DVC bar plot (IoU as a fraction, as in the metrics).
+
+    Models in ``results`` order, classes in ``class_names`` order; undefined or missing scores
+    are left out (vega cannot draw a null bar).
+    """
+    out: list[dict[str, Any]] = []
+    for model, metrics in results.items():
+        per_class = metrics.get("per_class", {})
+        for c in class_names:
+            v = _score(per_class.get(c))
+            if not math.isnan(v):
+                out.append({"class": c, "model": model, "iou": v})
+    return out
+
+
+# -- matplotlib figures -------------------------------------------------------------------------
+
+
+def _new_figure(size_px: tuple[int, int]) -> Figure:
+    w, h = size_px
+    if w < 50 or h < 50:
+        raise ValueError(f"figure size {size_px} px is too small")
+    fig = Figure(figsize=(w / _DPI, h / _DPI), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
+    # No bbox_inches="tight": the PNG is exactly size_px, which callers and tests rely on.
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=_DPI, metadata=_PNG_METADATA)
+
+
+def plot_per_class_iou(
+    results: Results,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    size_px: tuple[int, int] = (1400, 500),
+    title: str = "Per-class IoU",
+) -> None:
+    """Grouped bars: one group per class (plus a final mIoU group), one bar per model; IoU × 100."""
+    groups = [*class_names, "mIoU"]
+    models = list(results)
+    with matplotlib.style.context("default"):
+        fig = _new_figure(size_px)
+        ax = fig.add_subplot()
+        x = np.arange(len(groups))
+        width = 0.8 / max(len(models), 1)
+        for k, model in enumerate(models):
+            per_class = results[model].get("per_class", {})
+            vals = [_score(per_class.get(c)) for c in class_names] + [_score(results[model].get("miou"))]
+            heights = np.nan_to_num(100.0 * np.array(vals), nan=0.0)  # an undefined score draws no bar
+            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=model)
+        ax.set_xticks(x, groups, rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("IoU (%)")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        if models:
+            ax.legend(fontsize=8, ncols=min(len(models), 4), loc="upper right")
+        fig.subplots_adjust(left=0.06, right=0.99, top=0.92, bottom=0.25)
+        _save(fig, path)
+
+
+def plot_confusion(
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    size_px: tuple[int, int] = (900, 800),
+    title: str = "Confusion matrix (rows normalised)",
+) -> None:
+    """Row-normalised confusion matrix (row = ground truth); classes absent from the ground truth are blank."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (len(class_names), len(class_names)):
+        raise ValueError(f"matrix of shape {m.shape} does not match {len(class_names)} class names")
+    rows = m.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = np.where(rows > 0, m / np.where(rows > 0, rows, 1.0), np.nan)
+    with matplotlib.style.context("default"):
+        fig = _new_figure(size_px)
+        ax = fig.add_subplot()
+        cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#dddddd")
+        im = ax.imshow(norm, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ticks = np.arange(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+        ax.set_yticks(ticks, class_names, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("ground truth")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        fig.subplots_adjust(left=0.17, right=0.95, top=0.94, bottom=0.2)
+        _save(fig, path)
+
+
+def plot_curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    title: str,
+    size_px: tuple[int, int] = (800, 450),
+    xlabel: str = "step",
+    ylabel: str = "",
+) -> None:
+    """Line plot of named ``(steps, values)`` series (training losses, validation mIoU, ...)."""
+    with matplotlib.style.context("default"):
+        fig = _new_figure(size_px)
+        ax = fig.add_subplot()
+        for name, (steps, values) in series.items():
+            if len(steps) != len(values):
+                raise ValueError(f"series {name!r}: {len(steps)} steps but {len(values)} values")
+            ax.plot(np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64), label=name)
+        ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+        fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.12)
+        _save(fig, path)
+
+
+# -- qualitative strip --------------------------------------------------------------------------
+
+
+def _image_panel(img: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) or (H, W), got {a.shape}")
+    if a.dtype != np.uint8:  # float RGB in [0, 1]
+        a = (np.clip(np.nan_to_num(a.astype(np.float64)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return a
+
+
+def _scalar_panel(x: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
+    """Colour-map an (H, W) float map; non-finite pixels are black."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"depth/omega must be (H, W), got {a.shape}")
+    finite = np.isfinite(a)
+    if vmin is None or vmax is None:
+        # Robust per-panel range: a few far/near outliers should not wash out the map.
+        lo, hi = (np.percentile(a[finite], [2.0, 98.0]) if finite.any() else (0.0, 1.0))
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
+    scale = (vmax - vmin) if vmax > vmin else 1.0
+    t = np.clip((np.where(finite, a, vmin) - vmin) / scale, 0.0, 1.0)
+    rgb = (matplotlib.colormaps[cmap](t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    rgb[~finite] = 0
+    return rgb
+
+
+def _title_cell(text: str, width: int) -> np.ndarray:
+    cell = Image.new("RGB", (width, STRIP_HEADER_PX), (255, 255, 255))
+    ImageDraw.Draw(cell).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
+    return np.asarray(cell)  # drawing in its own cell clips a long title to its column
+
+
+def prediction_strip(rows: Sequence[Mapping[str, np.ndarray | None]], path: str | os.PathLike) -> None:
+    """Qualitative figure: one row per example, columns image | ground truth | prediction | depth | ω.
+
+    Each row is a dict with ``image`` (H, W, 3) uint8 or float RGB in [0, 1], ``gt`` and ``pred``
+    (H, W) trainIds (255 = ignore, drawn black), ``depth`` (H, W) float in any unit (colour range:
+    2nd–98th percentile of the panel; mark invalid pixels NaN) and ``omega`` (H, W) depth-discrepancy
+    weight ω in [0, 1] (method.md §4, fixed colour range). A missing or None entry leaves a grey
+    panel. All panels share one (H, W). Panels are pasted at native resolution (no resampling),
+    so the PNG is exactly ``(STRIP_HEADER_PX + n·H + (n−1)·STRIP_GAP_PX) × (5·W + 4·STRIP_GAP_PX)``.
+    """
+    if not rows:
+        raise ValueError("prediction_strip needs at least one row")
+    shapes = {np.asarray(v).shape[:2] for r in rows for v in r.values() if v is not None}
+    if len(shapes) != 1:
+        raise ValueError(f"all panels must share one (H, W); got {sorted(shapes)}")
+    h, w = shapes.pop()
+    gap = STRIP_GAP_PX
+    width = 5 * w + 4 * gap
+    canvas = np.full((STRIP_HEADER_PX + len(rows) * h + (len(rows) - 1) * gap, width, 3), 255, np.uint8)
+    for j, name in enumerate(STRIP_COLUMNS):
+        canvas[:STRIP_HEADER_PX, j * (w + gap): j * (w + gap) + w] = _title_cell(name, w)
+    for i, row in enumerate(rows):
+        panels: list[np.ndarray | None] = [
+            None if row.get("image") is None else _image_panel(row["image"]),
+            None if row.get("gt") is None else colorize(np.asarray(row["gt"]).astype(np.uint8)),
+            None if row.get("pred") is None else colorize(np.asarray(row["pred"]).astype(np.uint8)),
+            None if row.get("depth") is None else _scalar_panel(row["depth"], "magma", None, None),
+            None if row.get("omega") is None else _scalar_panel(row["omega"], "viridis", 0.0, 1.0),
+        ]
+        y = STRIP_HEADER_PX + i * (h + gap)
+        for j, panel in enumerate(panels):
+            x = j * (w + gap)
+            canvas[y: y + h, x: x + w] = 128 if panel is None else panel
+    write_png(path, canvas)

@@ -1,0 +1,241 @@
+"""One training iteration of the CorDA segmentation network and its baselines (method.md §3, §4).
+
+:func:`train_step` computes the named loss terms for one source batch and one target batch. It does not call
+``backward``, step the optimizer or update the EMA teacher: the shared training loop does that, in this order:
+``loss.backward()``, ``optimizer.step()``, :func:`corda.uda.ema_update`.
+
+Batches (crops of size H×W):
+    src: ``image`` (B, 3, H, W) RGB in [0, 1]; ``label`` (B, H, W) int64, 255 = ignore;
+         ``depth`` (B, 1, H, W) CorDA inverse depth (§2.2), 1.0 = invalid.
+    tgt: ``image``, ``depth`` as above; ``label`` (oracle only); ``pseudo_label`` (B, H, W) and
+         ``pseudo_weight`` (B, H, W) float (self_train only).
+
+Methods:
+    corda:       §3 steps 1–8: source CE + depth, EMA-teacher pseudo-labels, ClassMix, strong augmentation,
+                 mixed CE weighted by confidence × depth-discrepancy ω (§4), mixed depth with decoder routing.
+    dacs:        the same without any depth loss and without ω (a ``depth=False`` model).
+    source_only: source CE only. The target batch is not forwarded at all, so the BN running statistics see
+                 source images only; in corda/dacs they also see mixed batches (§9.6). This is a confound of
+                 the comparison, kept because "source only" means exactly that.
+    oracle:      supervised CE on the target labels only (no source, no mixing).
+    self_train:  corda/dacs mixing, but target labels and weights come from ``tgt["pseudo_label"]`` /
+                 ``tgt["pseudo_weight"]`` (exported offline, ω already folded in); no teacher, ω not
+                 recomputed.
+                 Depth losses apply when the model has depth heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from corda.config import field
+from corda.errors import ConfigError, DataError
+from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
+from corda.models.corda_net import CorDANet, upsample_outputs
+from corda.uda import (
+    classmix_masks,
+    confidence_weight,
+    depth_discrepancy_weight,
+    mix,
+    strong_augment,
+)
+
+Method = Literal["corda", "dacs", "source_only", "oracle", "self_train"]
+
+LOSS_KEYS = ("loss", "seg_src", "seg_src_init", "depth_src", "seg_mix", "seg_mix_init", "depth_mix",
+             "seg_tgt", "seg_tgt_init")
+DIAG_KEYS = ("pl_weight", "omega_mean")
+
+
+@dataclass(frozen=True)
+class SegTrainConfig:
+    """Loss weights and UDA switches of one training iteration (method.md §2.4, §3, §4, §8)."""
+
+    method: Method = "corda"
+    lambda_depth: float = field(0.01, min=0.0)  # clean-source depth weight (§2.4)
+    lambda_depth_mixed: float = field(0.001, min=0.0)  # mixed-image depth weight (§2.4)
+    w_seg_initial: float = field(1.0, min=0.0)  # weight of the initial_S CE terms (1 in the original, §9.13)
+    consistency_weight: float = field(1.0, min=0.0)  # weight of the mixed CE terms (§3.8)
+    pl_threshold: float = field(0.968, min=0.0, max=1.0)  # confidence threshold of q (§3.3)
+    ema_alpha: float = field(0.999, min=0.0, max=1.0)  # used by the loop's ema_update (§3.9)
+    depth_weight: bool = True  # ω on/off (ablation, §4)
+    depth_weight_per_image: bool = False  # False = faithful batch-mixing bug (§4, §9.2)
+    depth_weight_eps: float = field(1e-3, min=0.0)
+    depth_invalid: float = 1.0  # invalid-depth code of the encoding (§2.2)
+    # The teacher labels with initial_S while step < this (§3.2): 0 = never; GTA faithful = 25001 (i ≤ 25000).
+    teacher_initial_until: int = field(0, min=0)
+    teacher_train_mode_bn: bool = True  # the teacher runs BN in train mode on the target batch (§3.2, §9.6)
+    mix_include_ignore: bool = True  # ClassMix may draw class 255 (§9.4)
+    jitter_p: float = field(0.8, min=0.0, max=1.0)
+    jitter: float = field(0.25, min=0.0, max=0.5)
+    blur_p: float = field(0.5, min=0.0, max=1.0)
+    blur_sigma: tuple[float, float] = field((0.15, 1.15), gt=0.0)
+    blur_kernel_frac: float = field(0.1, gt=0.0, max=1.0)
+
+
+def build_seg_model(method: Method = "corda", **model_kwargs: Any) -> CorDANet:
+    """A :class:`CorDANet` for ``method``: DACS gets ``depth=False`` unless told otherwise."""
+    if method == "dacs":
+        model_kwargs.setdefault("depth", False)
+    return CorDANet(**model_kwargs)
+
+
+@torch.no_grad()
+def teacher_pseudo_labels(teacher: nn.Module, images: torch.Tensor,
+                          use_initial: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels and their confidence from a segmentation model (§3.2).
+
+    The module's train/eval mode is left as the caller set it (the training step uses train mode, §3.2).
+
+    Args:
+        teacher: a :class:`CorDANet`.
+        images: (B, 3, H, W) RGB in [0, 1], un-augmented.
+        use_initial: take ``initial_S`` instead of ``S`` (the GTA warm-up, §3.2).
+
+    Returns:
+        labels (B, H, W) int64 = argmax, confidence (B, H, W) float = max softmax probability, both at the
+        image resolution (bilinear, align_corners=True upsampling of the logits).
+    """
+    key = "initial_S" if use_initial else "S"
+    logits = upsample_outputs(teacher(images), images.shape[-2:], keys=(key,))[key]
+    conf, labels = torch.softmax(logits.float(), dim=1).max(dim=1)
+    return labels, conf
+
+
+def _zero(ref: torch.Tensor) -> torch.Tensor:
+    return ref.new_zeros(())
+
+
+def _require(batch: dict[str, torch.Tensor], key: str, name: str, method: str) -> torch.Tensor:
+    if key not in batch:
+        raise DataError(f"{name} batch has no {key!r}, which method {method!r} needs")
+    return batch[key]
+
+
+def _supervised(out: dict[str, torch.Tensor], labels: torch.Tensor, cfg: SegTrainConfig,
+                has_initial: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE(S) and CE(initial_S) over labelled pixels (§3.1); the second is 0 without an initial head."""
+    seg = ce_mean_valid(out["S"], labels)
+    seg_init = ce_mean_valid(out["initial_S"], labels) if has_initial else _zero(seg)
+    return seg, seg_init
+
+
+def train_step(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    src: dict[str, torch.Tensor],
+    tgt: dict[str, torch.Tensor],
+    cfg: SegTrainConfig,
+    step: int,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """Loss terms of one iteration (§3 steps 1–8). See the module docstring for batches and methods.
+
+    Args:
+        student: the trained :class:`CorDANet` (put in train mode here).
+        teacher: its EMA copy (corda/dacs); unused (may be None) for the other methods.
+        cfg: loss weights and switches.
+        step: 0-based iteration (selects the teacher head during the GTA warm-up).
+        gen: CPU ``torch.Generator`` for ClassMix and the strong augmentation.
+
+    Returns:
+        ``loss`` (the total, with graph) and the terms ``seg_src``, ``seg_src_init``, ``depth_src``,
+        ``seg_mix``, ``seg_mix_init``, ``depth_mix``, ``seg_tgt``, ``seg_tgt_init`` (detached; 0 when a term
+        does not apply), plus the diagnostics ``pl_weight`` (q, §3.3) and ``omega_mean`` (mean ω, §4).
+        ``depth_src``/``depth_mix`` are the un-weighted sums of the final- and initial-head BerHu terms.
+    """
+    student.train()
+    has_depth = bool(getattr(student, "depth", True))
+    has_initial = bool(getattr(student, "has_initial_seg_head", True))
+    method = cfg.method
+    terms: dict[str, torch.Tensor] = {}
+
+    if method == "oracle":
+        x_t = tgt["image"]
+        out = upsample_outputs(student(x_t), x_t.shape[-2:], keys=("S", "initial_S"))
+        seg, seg_init = _supervised(out, _require(tgt, "label", "target", method), cfg, has_initial)
+        total = seg + cfg.w_seg_initial * seg_init
+        terms.update(seg_tgt=seg, seg_tgt_init=seg_init)
+        return _finish(total, terms)
+
+    # Step 1: supervised source loss.
+    x_s, y_s = src["image"], src["label"]
+    size = x_s.shape[-2:]
+    use_depth = has_depth and method in ("corda", "self_train")
+    keys = ("S", "initial_S") + (("D_src", "initial_D_src") if use_depth else ())
+    o = upsample_outputs(student(x_s), size, keys=keys)
+    seg, seg_init = _supervised(o, y_s, cfg, has_initial)
+    total = seg + cfg.w_seg_initial * seg_init
+    terms.update(seg_src=seg, seg_src_init=seg_init)
+    if use_depth:
+        d_s = src["depth"]
+        depth_src = (berhu(o["initial_D_src"], d_s, cfg.depth_invalid)
+                     + berhu(o["D_src"], d_s, cfg.depth_invalid))
+        total = total + cfg.lambda_depth * depth_src
+        terms["depth_src"] = depth_src
+    if method == "source_only":
+        return _finish(total, terms)
+    if method not in ("corda", "dacs", "self_train"):
+        raise ConfigError(f"unknown training method {method!r}")
+
+    # Steps 2–3: target pseudo-labels and their weight.
+    x_t = tgt["image"]
+    if method == "self_train":
+        y_t = _require(tgt, "pseudo_label", "target", method).long()
+        w_t = _require(tgt, "pseudo_weight", "target", method).to(x_t.dtype)
+        q = w_t.mean()
+    else:
+        if teacher is None:
+            raise ConfigError(f"method {method!r} needs an EMA teacher")
+        teacher.train(cfg.teacher_train_mode_bn)
+        use_initial = (step < cfg.teacher_initial_until
+                       and bool(getattr(teacher, "has_initial_seg_head", True)))
+        y_t, conf = teacher_pseudo_labels(teacher, x_t, use_initial)
+        q = confidence_weight(conf, cfg.pl_threshold)
+        w_t = q.expand_as(conf)
+
+    # Steps 4–6: ClassMix (source i onto target i), then strong augmentation of the mixed image only.
+    m = classmix_masks(y_s, gen, include_ignore=cfg.mix_include_ignore)
+    x_m = mix(m, x_s, x_t)
+    y_m = mix(m, y_s.long(), y_t.long())
+    w0 = mix(m, torch.ones_like(w_t), w_t)  # pasted source pixels weigh 1 (§3.5)
+    x_m = strong_augment(x_m, gen, jitter_p=cfg.jitter_p, jitter=cfg.jitter, blur_p=cfg.blur_p,
+                         sigma=cfg.blur_sigma, kernel_frac=cfg.blur_kernel_frac)
+
+    # Step 7: the student on the mixed batch.
+    mix_keys = ("S", "initial_S") + (("D", "D_src", "initial_D", "initial_D_src") if use_depth else ())
+    u = upsample_outputs(student(x_m), size, keys=mix_keys)
+    w = w0
+    omega_mean = _zero(seg)
+    if use_depth:
+        d_m = mix(m, src["depth"], tgt["depth"])
+        if method == "corda" and cfg.depth_weight:
+            omega, mult = depth_discrepancy_weight(u["D_src"], u["D"], d_m, cfg.depth_weight_per_image,
+                                                   eps=cfg.depth_weight_eps, invalid=cfg.depth_invalid)
+            w = w0 * mult
+            omega_mean = omega.mean()
+        # Decoder routing (§2.4): source decoder inside pasted source pixels, target decoder elsewhere.
+        depth_mix = (berhu(mix(m, u["D_src"], u["D"]), d_m, cfg.depth_invalid)
+                     + berhu(mix(m, u["initial_D_src"], u["initial_D"]), d_m, cfg.depth_invalid))
+        total = total + cfg.lambda_depth_mixed * depth_mix
+        terms["depth_mix"] = depth_mix
+    w = w.detach()
+    seg_mix = weighted_ce(u["S"], y_m, w)
+    seg_mix_init = weighted_ce(u["initial_S"], y_m, w) if has_initial else _zero(seg_mix)
+    # Step 8: L = L_src + L_u + L_u2 + 0.001·(L_D + L_D2).
+    total = total + cfg.consistency_weight * (seg_mix + cfg.w_seg_initial * seg_mix_init)
+    terms.update(seg_mix=seg_mix, seg_mix_init=seg_mix_init, pl_weight=q.detach(), omega_mean=omega_mean)
+    return _finish(total, terms)
+
+
+def _finish(total: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fixed key set: total with graph, every other term detached, 0 where it does not apply."""
+    out = {"loss": total}
+    for k in LOSS_KEYS[1:] + DIAG_KEYS:
+        v = terms.get(k)
+        out[k] = v.detach() if v is not None else total.new_zeros(())
+    return out

@@ -1,0 +1,248 @@
+"""Segmentation training runs: model construction from config, data, and the loop (method.md §3, §5).
+
+Shared by the ``train`` stage (source_only / dacs / corda / oracle) and the ``self_train`` stage
+(second round on exported pseudo-labels), so every method goes through one loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from torch import nn
+
+from corda import uda
+from corda.config import field, to_dict
+from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
+from corda.models.corda_net import CorDANet, param_groups
+from corda.seg_train import SegTrainConfig, build_seg_model, train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """params.yaml ``model``: the CorDA network (method.md §1)."""
+
+    backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet101"
+    pretrained: str | None = None  # local torchvision ImageNet or DeepLab COCO checkpoint; None = from scratch
+    output_stride: Literal[8, 16] = 8  # 8 = DeepLab-v2; 16 makes the embedded default fit 2 CPU cores
+    task_channels: int = field(256, min=1)
+    bottleneck: int = field(64, min=1)
+    aspp_branches: int = field(2, min=1, max=4)  # 2 = the original's early-return bug, 4 = intended (§1.4)
+    initial_seg_head: Literal["aspp", "conv1x1"] = "aspp"  # GTA model / SYNTHIA model (§1.5)
+    distillation: bool = True  # the task-feature correlation (spatial gates, §1.3)
+    input_norm: Literal["imagenet", "caffe_bgr"] = "caffe_bgr"
+    freeze_bn_affine: bool = True  # §1.1 (frozen affine suits pretrained weights)
+    num_classes: int = field(19, min=1)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig(SegTrainConfig):
+    """params.yaml ``train``: the loss weights/switches of :class:`SegTrainConfig` plus the schedule (§5).
+
+    ``method`` is not a params key: each DVC stage passes it on the command line.
+    """
+
+    seed: int = field(1, min=0)
+    iterations: int = field(250000, min=1)
+    batch_source: int = field(2, min=1)
+    batch_target: int = field(2, min=1)
+    crop_hw: tuple[int, int] = field((512, 512), min=8)
+    source_resize_hw: tuple[int, int] | None = None  # resize before cropping (§5: 720×1280); None = keep
+    target_resize_hw: tuple[int, int] | None = None  # (§5: 512×1024)
+    lr: float = field(2.5e-4, gt=0)
+    head_lr_mult: float = field(10.0, gt=0)
+    momentum: float = field(0.9, min=0, max=1)
+    weight_decay: float = field(5e-4, min=0)
+    poly_power: float = field(0.9, min=0)
+    eval_every: int = field(5000, min=0)  # target-val mIoU during training; 0 = only at the end
+    eval_items: int = field(0, min=0)  # 0 = the whole val split
+    checkpoint_every: int = field(5000, min=1)
+    log_every: int = field(100, min=1)
+    workers: int = field(2, min=0)
+    nan_policy: Literal["stop", "skip"] = "stop"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seg_config(cfg: TrainConfig, method: str) -> SegTrainConfig:
+    """The per-step config of ``method`` from the ``train`` section."""
+    names = {f.name for f in dataclasses.fields(SegTrainConfig)}
+    return SegTrainConfig(**{**{k: getattr(cfg, k) for k in names}, "method": method})
+
+
+def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
+    kw = {f.name: getattr(mcfg, f.name) for f in dataclasses.fields(ModelConfig)}
+    return build_seg_model(method, **kw)
+
+
+def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device) -> tuple[CorDANet, CorDANet | None]:
+    student = build_model(mcfg, method).to(device)
+    teacher = None
+    if method in ("corda", "dacs"):
+        teacher = copy.deepcopy(student)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    return student, teacher
+
+
+class StepBatches:
+    """Batches of step ``s`` as a pure function of (seed, s), loaded with optional worker processes."""
+
+    def __init__(self, dataset, batch: int, seed: int, start: int, stop: int, workers: int):
+        self.keys = [batch_keys(len(dataset), batch, seed, s) for s in range(start, stop)]
+        self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.keys, num_workers=workers,
+                                                  prefetch_factor=4 if workers else None)
+        self.it = iter(self.loader)
+
+    def next(self) -> dict:
+        return next(self.it)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
+                 device: torch.device, scratch: Path, inputs_fp: Any, init_state: dict | None = None,
+                 eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+                 progress=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
+    """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
+
+    Args:
+        source_ds / target_ds: datasets yielding the batch dicts :func:`corda.seg_train.train_step`
+            expects (either may be None when the method does not use it).
+        init_state: optional state dict to start the student (and teacher) from (self-training).
+        inputs_fp: hashes of the inputs, part of the resume fingerprint.
+        eval_fn: ``eval_fn(student, step) -> {"val/miou": ...}``.
+    """
+    scfg = seg_config(tcfg, method)
+    student, teacher = make_student_teacher(mcfg, "dacs" if method == "dacs" else "corda", device)
+    if init_state is not None:
+        student.load_state_dict(init_state)
+        if teacher is not None:
+            teacher.load_state_dict(init_state)
+    modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
+    optimizer = torch.optim.SGD(param_groups(student, tcfg.lr, tcfg.head_lr_mult), lr=tcfg.lr,
+                                momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
+    trainer = Trainer(modules=modules, optimizer=optimizer, step_fn=lambda s: None, iterations=tcfg.iterations,
+                      lr_at=lambda s: poly_lr(tcfg.lr, s, tcfg.iterations, tcfg.poly_power), scratch=scratch,
+                      fingerprint=fp, checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
+                      eval_fn=(lambda s: eval_fn(student, s)) if eval_fn else None, eval_every=tcfg.eval_every or tcfg.iterations,
+                      nan_policy=tcfg.nan_policy, progress=progress, desc=f"train {method}")
+    trainer.try_resume()
+    start = trainer.state.step
+    need_src = method != "oracle"
+    need_tgt = method != "source_only"
+    src_it = StepBatches(source_ds, tcfg.batch_source, tcfg.seed, start, tcfg.iterations, tcfg.workers) if need_src else None
+    tgt_it = (StepBatches(target_ds, tcfg.batch_target, tcfg.seed + 1, start, tcfg.iterations, tcfg.workers)
+              if need_tgt else None)
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        src = to_device(src_it.next(), device) if src_it else {}
+        tgt = to_device(tgt_it.next(), device) if tgt_it else {}
+        return train_step(student, teacher, src, tgt, scfg, step, step_generator(tcfg.seed, step))
+
+    trainer.step_fn = step_fn
+    if teacher is not None:
+        trainer.after_step = lambda s: uda.ema_update(teacher, student, s, tcfg.ema_alpha)
+    trainer.run()
+    return student, teacher, trainer
+
+
+# ------------------------------------------------------------------------------------------------
+# Data, validation, checkpoints (shared by the train, self_train, pseudo_labels and evaluate stages)
+
+
+def set_seeds(seed: int) -> None:
+    """Seed torch (CPU and CUDA) and numpy; per-step draws use :func:`corda.engine.step_generator`."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_labels: bool = False):
+    """(source train, target train, target val) datasets for segmentation training.
+
+    Depth targets of both domains come from the ``depth_maps`` HDF5 files (method.md §2.1), in the
+    CorDA inverse-depth encoding; target labels are loaded only for the oracle.
+    """
+    from corda.data.datasets import SegDepthDataset
+
+    src = SegDepthDataset(splits["source"], ("image", "label", "depth"), tcfg.source_resize_hw, tcfg.crop_hw,
+                          depth_h5=str(Path(depth_dir) / "source.h5"), seed=tcfg.seed)
+    tgt_fields = ("image", "depth") + (("label",) if with_target_labels else ())
+    tgt = SegDepthDataset(splits["target_train"], tgt_fields, tcfg.target_resize_hw, tcfg.crop_hw,
+                          depth_h5=str(Path(depth_dir) / "target.h5"), seed=tcfg.seed + 1)
+    val = SegDepthDataset(splits["target_val"], ("image", "label"), tcfg.target_resize_hw, None, seed=0)
+    return src, tgt, val
+
+
+def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_size: int, items: int,
+                 device: torch.device) -> Callable[[nn.Module, int], dict[str, float]]:
+    """Target-val mIoU of the student during training (method.md §5: validation uses the student)."""
+    from corda.inference import confusion_over, iterate_batches
+
+    ds = val_ds if not items else torch.utils.data.Subset(val_ds, range(min(items, len(val_ds))))
+
+    def eval_fn(model: nn.Module, step: int) -> dict[str, float]:
+        cm = confusion_over(model, iterate_batches(ds, batch_size), num_classes, device)
+        return {"val/miou": float(cm.miou(class_set))}
+
+    return eval_fn
+
+
+def save_model(path: Path, *, method: str, student: nn.Module, teacher: nn.Module | None, mcfg: ModelConfig,
+               tcfg: TrainConfig, history: list[dict], extra: dict | None = None) -> None:
+    """The trained-model artefact: student (evaluated, §6), EMA teacher (pseudo-labels), configs, curves."""
+    from corda.io import atomic_path
+
+    state = {
+        "method": method,
+        "model_config": to_dict(mcfg),
+        "train_config": to_dict(tcfg),
+        "student": student.state_dict(),
+        "teacher": teacher.state_dict() if teacher is not None else None,
+        "history": history,
+        **(extra or {}),
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(path: Path, device: torch.device, which: Literal["student", "teacher"] = "student") -> tuple[CorDANet, dict]:
+    """Rebuild a saved model; a missing, corrupt or incompatible checkpoint is a one-line CordaError."""
+    from corda.config import from_mapping
+    from corda.errors import CordaError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CordaError(f"{path}: checkpoint not found; run its training stage first (dvc repro)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        mcfg = from_mapping(ModelConfig, ck["model_config"], "model")
+        model = build_model(mcfg, "dacs" if ck["method"] == "dacs" else "corda")
+        state = ck[which] if ck.get(which) is not None else ck["student"]
+        model.load_state_dict(state)
+    except CordaError:
+        raise
+    except Exception as exc:
+        raise CordaError(f"{path}: not a usable corda checkpoint ({type(exc).__name__}: {exc}); "
+                         "re-run the stage that wrote it") from exc
+    return model.to(device), ck

@@ -1,0 +1,75 @@
+"""The shared training loop: exact resume, NaN handling, deterministic batches."""
+
+import pytest
+import torch
+
+from corda.engine import NonFiniteLoss, Trainer, batch_keys, fingerprint, poly_lr, step_generator
+
+
+def _make(tmp_path, fail_at=None, nan_at=None, policy="stop", iterations=12):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def step_fn(step):
+        if fail_at is not None and step == fail_at:
+            raise KeyboardInterrupt("killed")
+        g = step_generator(0, step)
+        x = torch.randn(16, 4, generator=g)
+        y = x.sum(1, keepdim=True)
+        loss = ((model(x) - y) ** 2).mean()
+        if nan_at is not None and step == nan_at:
+            loss = loss * float("nan")
+        return {"loss": loss, "mse": loss.detach()}
+
+    tr = Trainer(modules={"model": model}, optimizer=opt, step_fn=step_fn, iterations=iterations,
+                 lr_at=lambda s: poly_lr(0.05, s, iterations), scratch=tmp_path / "last.pt",
+                 fingerprint=fingerprint({"cfg": 1}), checkpoint_every=4, log_every=2, nan_policy=policy)
+    return tr, model
+
+
+def test_resume_after_kill_is_bitwise_identical(tmp_path):
+    ref_tr, ref = _make(tmp_path / "a")
+    ref_tr.run()
+    tr, _ = _make(tmp_path / "b", fail_at=9)
+    with pytest.raises(KeyboardInterrupt):
+        tr.run()
+    assert (tmp_path / "b" / "last.pt").is_file()  # checkpoint of step 8 kept
+    tr2, model2 = _make(tmp_path / "b")
+    tr2.run()
+    assert tr2.history[-1]["step"] == 12
+    for a, b in zip(ref.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [r["mse"] for r in tr2.history] == [r["mse"] for r in ref_tr.history]
+
+
+def test_checkpoint_of_other_config_is_ignored(tmp_path):
+    tr, _ = _make(tmp_path, fail_at=5)
+    with pytest.raises(KeyboardInterrupt):
+        tr.run()
+    tr2, _ = _make(tmp_path)
+    tr2.fp = fingerprint({"cfg": 2})
+    assert not tr2.try_resume()
+
+
+def test_nan_stops_with_step_and_term_named_and_keeps_checkpoint(tmp_path):
+    tr, _ = _make(tmp_path, nan_at=6)
+    with pytest.raises(NonFiniteLoss, match=r"step 6: loss term 'loss'"):
+        tr.run()
+    assert (tmp_path / "last.pt").is_file()
+
+
+def test_nan_skip_policy_counts(tmp_path):
+    tr, model = _make(tmp_path, nan_at=6, policy="skip")
+    tr.run()
+    assert tr.state.skipped == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_batch_keys_cover_each_epoch_and_depend_on_seed():
+    n, b = 10, 4
+    seen = [k for s in range(5) for k in batch_keys(n, b, 0, s)]  # 20 samples = 2 epochs
+    assert sorted(i for i, _ in seen[:10]) == list(range(10))
+    assert sorted(i for i, _ in seen[10:20]) == list(range(10))
+    assert batch_keys(n, b, 0, 3) == batch_keys(n, b, 0, 3)
+    assert batch_keys(n, b, 0, 3) != batch_keys(n, b, 1, 3)
