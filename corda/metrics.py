@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ def _nan_to_none(x: float) -> float | None:
 
 
 class ConfusionMatrix:
-    """A ``(num_classes, num_classes)`` confusion matrix of trainIds, rows = ground truth, columns = prediction.
+    """A ``(num_classes, num_classes)`` trainId confusion matrix: rows = ground truth, columns = prediction.
 
     ``update`` may be called with numpy arrays or torch tensors of any (matching) shape, e.g.
     ``(B, H, W)`` argmax predictions and labels. Torch inputs are counted on their own device and
@@ -188,7 +188,8 @@ def official_cityscapes_results(gt_dir: str | os.PathLike, pred_dir: str | os.Pa
     """Run ``cityscapesscripts``' pixel-level evaluator programmatically; return its result dict.
 
     Args:
-        gt_dir: a split folder laid out like ``<root>/gtFine/val``: ``<gt_dir>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png``.
+        gt_dir: a split folder laid out like ``<root>/gtFine/val``, holding
+            ``<gt_dir>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png``.
         pred_dir: searched recursively for exactly one ``<city>_<seq>_<frame>*.png`` label-id PNG per
             ground-truth image (see :func:`export_label_ids`).
 
@@ -251,8 +252,3 @@ def official_cityscapes_results(gt_dir: str | os.PathLike, pred_dir: str | os.Pa
 def official_cityscapes_miou(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike) -> float:
     """The official evaluator's 19-class mIoU (``averageScoreClasses``, a fraction) for label-id PNGs."""
     return float(official_cityscapes_results(gt_dir, pred_dir)["averageScoreClasses"])
-
-
-def class_scores_by_name(scores: Mapping[str, float | None], class_names: Sequence[str] = CLASS_NAMES) -> np.ndarray:
-    """Order a ``{class name: IoU}`` mapping by ``class_names`` as a float array (missing/None → NaN)."""
-    return np.array([np.nan if scores.get(n) is None else float(scores[n]) for n in class_names], dtype=np.float64)

@@ -48,7 +48,7 @@ def _score(value: Any) -> float:
 
 
 def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
-    """A Markdown table shaped like the paper's Tables 1–2: one row per method, one column per class, mIoU last.
+    """A Markdown table shaped like the paper's tables: a row per method, a column per class, mIoU last.
 
     Numbers are IoU × 100 with one decimal. A class missing from a model's ``per_class`` (e.g.
     terrain in a 16-class SYNTHIA result) or undefined (None) shows as ``-``. The mIoU column is
@@ -66,7 +66,8 @@ def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
     ]
     for model, metrics in results.items():
         per_class = metrics.get("per_class", {})
-        cells = [model.replace("|", "\\|"), *(fmt(per_class.get(c)) for c in class_names), fmt(metrics.get("miou"))]
+        cells = [model.replace("|", "\\|"), *(fmt(per_class.get(c)) for c in class_names)]
+        cells.append(fmt(metrics.get("miou")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -185,7 +186,7 @@ def plot_confusion(
     size_px: tuple[int, int] = (900, 800),
     title: str = "Confusion matrix (rows normalised)",
 ) -> None:
-    """Row-normalised confusion matrix (row = ground truth); classes absent from the ground truth are blank."""
+    """Row-normalised confusion matrix (row = ground truth); classes absent from the ground truth: blank."""
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (len(class_names), len(class_names)):
         raise ValueError(f"matrix of shape {m.shape} does not match {len(class_names)} class names")
@@ -204,7 +205,7 @@ def plot_confusion(
         ax.set_ylabel("ground truth")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        fig.subplots_adjust(left=0.17, right=0.95, top=0.94, bottom=0.2)
+        fig.subplots_adjust(left=0.17, right=0.95, top=0.94, bottom=0.15)
         _save(fig, path)
 
 

@@ -1,0 +1,139 @@
+"""Stage `evaluate`: score every trained model on the target val split (method.md §6).
+
+Writes ``metrics/eval.json`` (git-tracked: ``<model>.miou``, ``<model>.per_class.<class>``,
+``<model>.pixel_acc``), ``metrics/results.md`` (the paper-style table the README embeds) and
+``eval/`` (plot data for ``dvc plots`` and PNG renderings that work offline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corda.config import field
+from stages.common import load_params, outputs, section, stage_main
+
+log = logging.getLogger("stages.evaluate")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+MODELS = ("source_only", "dacs", "corda", "corda_round2", "oracle")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EvalConfig:
+    batch_size: int = field(16, min=1)
+    eval_hw: tuple[int, int] | None = None  # input resize (real data: 512×1024, §6); None = native
+    export_label_ids: bool = False  # also write Cityscapes label-id PNGs for the official evaluator
+    strip_items: int = field(6, min=1)  # rows of the qualitative strip
+    device: str = "auto"
+
+
+@app.command()
+@stage_main
+def main(
+    params: Annotated[Path, typer.Option(help="params file (section evaluate)")] = Path("params.yaml"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
+    models_dir: Annotated[Path, typer.Option(help="folder of trained models (<name>.pt)")] = Path("models"),
+) -> None:
+    """Score source_only, dacs, corda, corda_round2 and oracle on target val; write metrics, table and plots."""
+    import numpy as np
+    import torch
+
+    from corda import report
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.inference import confusion_over, iterate_batches, segment
+    from corda.io import write_json, write_text
+    from corda.labels import CLASS_NAMES, CLASS_SETS
+    from corda.log import progress
+    from corda.metrics import export_label_ids
+    from corda.segmentation import load_model, resolve_device
+    from corda.uda import depth_discrepancy_weight
+    from corda.data.codecs import inv_to_depth
+
+    cfg = section(load_params(params), "evaluate", EvalConfig)
+    device = resolve_device(cfg.device)
+    man = load_manifest(manifest)
+    set_name = class_set_name(man)
+    class_set = CLASS_SETS[set_name]
+    val = SegDepthDataset(load_splits(manifest)["target_val"], ("image", "label"), cfg.eval_hw, None, seed=0)
+    names = [m for m in MODELS if (models_dir / f"{m}.pt").is_file()]
+    if not names:
+        from corda.errors import CordaError
+
+        raise CordaError(f"{models_dir}: no trained models found; run the train stages first")
+    out_metrics, out_table, out_eval = Path("metrics/eval.json"), Path("metrics/results.md"), Path("eval")
+    with outputs(out_metrics, out_table, out_eval):
+        results, matrices, histories, loaded = {}, {}, {}, {}
+        for name in names:
+            model, ck = load_model(models_dir / f"{name}.pt", device)
+            cm = confusion_over(model, progress(iterate_batches(val, cfg.batch_size), None, f"eval {name}"),
+                                model.num_classes, device)
+            results[name] = cm.to_dict(CLASS_NAMES, class_set)
+            if set_name == "synthia16":  # the paper also reports mIoU* over 13 classes (§6)
+                results[name]["miou13"] = float(cm.miou(CLASS_SETS["synthia13"]))
+            matrices[name] = cm.matrix
+            histories[name] = ck.get("history", [])
+            loaded[name] = model
+            log.info("%-13s mIoU %.2f  pixel acc %.2f", name, 100 * (results[name]["miou"] or 0),
+                     100 * (results[name]["pixel_acc"] or 0))
+        write_json(out_metrics, results)
+        set_names = [CLASS_NAMES[i] for i in class_set]
+        table = report.results_table_markdown({k: v for k, v in results.items()}, set_names)
+        write_text(out_table, f"Target-val IoU (%) over the `{set_name}` class set.\n\n{table}\n")
+
+        # Plot data for `dvc plots` (declared in dvc.yaml) and offline PNG renderings of the same charts.
+        out_eval.mkdir(parents=True, exist_ok=True)
+        write_json(out_eval / "per_class_iou.json", report.per_class_records(results, set_names))
+        focus = "corda" if "corda" in matrices else names[0]
+        sub = np.ix_(list(class_set), list(class_set))
+        write_json(out_eval / "confusion.json", report.confusion_records(matrices[focus][sub], set_names))
+        report.plot_per_class_iou(results, set_names, out_eval / "per_class_iou.png")
+        report.plot_confusion(matrices[focus][sub], set_names, out_eval / "confusion.png",
+                              title=f"{focus}: confusion matrix (rows normalised)")
+        curves = {n: ([r["step"] for r in h if "val/miou" in r], [r["val/miou"] for r in h if "val/miou" in r])
+                  for n, h in histories.items()}
+        report.plot_curves(curves, out_eval / "val_miou.png", "target-val mIoU during training", ylabel="mIoU")
+        if "corda" in histories:
+            keys = [k for k in ("seg_src", "seg_mix", "depth_src", "depth_mix") if any(k in r for r in histories["corda"])]
+            report.plot_curves({k: ([r["step"] for r in histories["corda"]], [r[k] for r in histories["corda"]])
+                                for k in keys}, out_eval / "corda_losses.png", "corda: loss terms")
+
+        # Qualitative strip: image | ground truth | prediction | depth | ω (from the CorDA decoders).
+        model = loaded.get("corda", loaded[names[0]])
+        model.eval()
+        rows = []
+        for i in range(min(cfg.strip_items, len(val))):
+            item = val[i]
+            img = item["image"][None].to(device)
+            has_depth = getattr(model, "depth", False)
+            out = segment(model, img, keys=("S", "D", "D_src") if has_depth else ("S",))
+            row = {"image": item["image"].permute(1, 2, 0).numpy(), "gt": item["label"].numpy(),
+                   "pred": out["S"].argmax(1)[0].cpu().numpy()}
+            if has_depth:
+                d = out["D"].clamp_min(1.0 + 1e-3)
+                omega, _ = depth_discrepancy_weight(out["D_src"], out["D"], d, per_image=True)
+                row["depth"] = inv_to_depth(d[0, 0].cpu().numpy())
+                row["omega"] = omega[0, 0].cpu().numpy()
+            rows.append(row)
+        report.prediction_strip(rows, out_eval / "predictions.png")
+
+        if cfg.export_label_ids:
+            for name, model in loaded.items():
+                model.eval()
+                for i in range(len(val)):
+                    item = val[i]
+                    pred = segment(model, item["image"][None].to(device))["S"].argmax(1)[0].cpu().numpy()
+                    stem = item["name"]
+                    export_label_ids(pred.astype(np.uint8), out_eval / "label_ids" / name / f"{stem}_pred_labelIds.png")
+
+
+    print(table)
+
+
+if __name__ == "__main__":
+    app()
