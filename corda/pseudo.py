@@ -1,0 +1,276 @@
+"""Pseudo-label diagnostics (method.md §3.2–3.3, §4): how good are the target pseudo-labels, and do the
+confidence q_max and the depth-discrepancy weight ω point at the wrong ones?
+
+CorDA's claim (§4) is that pixels where the source and target depth decoders disagree are hard to adapt,
+so their pseudo-labels deserve less trust. With target ground truth available for evaluation this is
+measurable: a pixel's pseudo-label is *wrong* if it differs from the ground truth (ground truth 255 is
+ignored), and a trust signal ``s`` ∈ [0, 1] is useful if ``1 − s`` ranks wrong pixels above right ones,
+i.e. a high AUROC of ``1 − s`` as a detector of wrong pseudo-labels. Three signals are scored:
+confidence q_max, ω and their product q_max·ω. Accuracy-vs-signal curves show the same per bin.
+
+Everything streams: per-pixel data are reduced into fixed-size histograms and a confusion matrix, so
+memory does not grow with the number of images. The model side (computing q_max and ω) lives in
+``corda.seg_train`` / ``corda.uda``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from corda.labels import CLASS_NAMES, CLASS_SETS, IGNORE
+
+SIGNALS = ("confidence", "depth_weight", "combined")
+
+
+def _nan_to_none(x: float) -> float | None:
+    """JSON has no NaN: an undefined score is written as ``null``."""
+    return None if math.isnan(x) else float(x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# AUROC
+# ---------------------------------------------------------------------------------------------------------
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Exact area under the ROC curve of ``scores`` as a detector of ``positives`` (Mann–Whitney U).
+
+    ``AUROC = P(s_pos > s_neg) + ½ P(s_pos = s_neg)``, computed from ranks with ties given their
+    average rank: ``(R_pos − n_pos(n_pos+1)/2) / (n_pos·n_neg)`` where ``R_pos`` is the sum of the
+    positives' ranks. O(N log N) time, O(N) memory.
+
+    Args:
+        scores: (N,) real scores, higher = more likely positive.
+        positives: (N,) bool.
+
+    Returns:
+        AUROC in [0, 1]; NaN if there are no positives or no negatives.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    p = np.asarray(positives, dtype=bool).reshape(-1)
+    if s.shape != p.shape:
+        raise ValueError(f"auroc: {s.shape[0]} scores but {p.shape[0]} labels")
+    n_pos = int(p.sum())
+    n_neg = p.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="stable")
+    sorted_s = s[order]
+    # Average rank of each run of equal scores: ranks first..last (1-based) → (first + last) / 2.
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    avg_rank = (starts + 1 + ends) / 2.0
+    ranks = np.empty(s.size, dtype=np.float64)
+    ranks[order] = np.repeat(avg_rank, ends - starts)
+    u = ranks[p].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+class AurocAccumulator:
+    """Streaming AUROC from fixed-bin histograms of scores in [0, 1] (memory O(bins), not O(pixels)).
+
+    Scores are clipped to [0, 1] and counted in ``bins`` equal bins, separately for positives and
+    negatives. The AUROC is then exact *for the binned scores*: pairs in different bins are ordered by
+    bin, pairs in the same bin count as ties (½).
+
+    Approximation: only pairs that share a bin can be mis-scored, and each by at most ½, so
+    ``|AUROC_hist − AUROC_exact| ≤ ½ · Σ_b pos_b·neg_b / (n_pos·n_neg)`` (:meth:`error_bound`),
+    which is small unless scores pile up inside one bin of width 1/bins (with 4096 bins ≈ 2.4e-4,
+    finer than float16's resolution near 1). Pairs with exactly equal scores are ties in both versions.
+    """
+
+    def __init__(self, bins: int = 4096) -> None:
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        self.bins = bins
+        self.pos = np.zeros(bins, dtype=np.int64)
+        self.neg = np.zeros(bins, dtype=np.int64)
+
+    def _index(self, scores: np.ndarray) -> np.ndarray:
+        s = np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 0.0, 1.0)
+        return np.minimum((s * self.bins).astype(np.int64), self.bins - 1)  # 1.0 → last bin
+
+    def update(self, scores: np.ndarray, positives: np.ndarray) -> None:
+        """Add (N,) scores in [0, 1] (NaN not allowed) and their (N,) bool labels."""
+        p = np.asarray(positives, dtype=bool).reshape(-1)
+        s = np.asarray(scores).reshape(-1)
+        if s.shape != p.shape:
+            raise ValueError(f"AurocAccumulator.update: {s.shape[0]} scores but {p.shape[0]} labels")
+        if s.size and np.isnan(s).any():
+            raise ValueError("AurocAccumulator.update: NaN scores")
+        idx = self._index(s)
+        self.pos += np.bincount(idx[p], minlength=self.bins)
+        self.neg += np.bincount(idx[~p], minlength=self.bins)
+
+    def merge(self, other: "AurocAccumulator") -> None:
+        if other.bins != self.bins:
+            raise ValueError("cannot merge accumulators with different bins")
+        self.pos += other.pos
+        self.neg += other.neg
+
+    def compute(self) -> float:
+        """AUROC of the binned scores; NaN without positives or negatives."""
+        n_pos, n_neg = float(self.pos.sum()), float(self.neg.sum())
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        neg_below = np.cumsum(self.neg) - self.neg  # negatives in strictly lower bins
+        # float64 products: pixel counts of a whole dataset can overflow int64 when multiplied.
+        pos = self.pos.astype(np.float64)
+        u = (pos * neg_below).sum() + 0.5 * (pos * self.neg).sum()
+        return float(u / (n_pos * n_neg))
+
+    def error_bound(self) -> float:
+        """Upper bound on ``|compute() − exact AUROC|`` (see class docstring); NaN if undefined."""
+        n_pos, n_neg = float(self.pos.sum()), float(self.neg.sum())
+        if n_pos == 0 or n_neg == 0:
+            return float("nan")
+        return float(0.5 * (self.pos.astype(np.float64) * self.neg).sum() / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pseudo-label diagnostics
+# ---------------------------------------------------------------------------------------------------------
+
+class PseudoLabelDiagnostics:
+    """Accumulates pseudo-label quality against target ground truth, image by image.
+
+    Args:
+        num_classes: C, pseudo-labels and ground truth are trainIds in [0, C) (255 = ignore).
+        class_set: trainIds over which mIoU is averaged, or a name of ``corda.labels.CLASS_SETS``.
+        class_names: names for the per-class IoU (default: Cityscapes names when C = 19).
+        auroc_bins: histogram bins of the streaming AUROC.
+        curve_bins: bins of the accuracy-vs-signal curves on [0, 1].
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_set: Sequence[int] | str,
+        class_names: Sequence[str] | None = None,
+        auroc_bins: int = 4096,
+        curve_bins: int = 20,
+    ) -> None:
+        if isinstance(class_set, str):
+            if class_set not in CLASS_SETS:
+                raise ValueError(f"unknown class set {class_set!r}; known: {sorted(CLASS_SETS)}")
+            class_set = CLASS_SETS[class_set]
+        self.class_set = tuple(int(c) for c in class_set)
+        bad = [c for c in self.class_set if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"class_set has trainIds outside [0, {num_classes}): {bad}")
+        if class_names is None:
+            default = len(CLASS_NAMES) == num_classes
+            class_names = CLASS_NAMES if default else [f"class_{i}" for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.num_classes = num_classes
+        self.class_names = tuple(class_names)
+        self.curve_bins = curve_bins
+        # rows = ground truth, columns = pseudo-label;
+        # `missed` = valid ground truth whose pseudo-label is 255 / out of range (a false negative).
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.missed = np.zeros(num_classes, dtype=np.int64)
+        self._auroc = {s: AurocAccumulator(auroc_bins) for s in SIGNALS}
+        self._curve_total = {s: np.zeros(curve_bins, dtype=np.int64) for s in SIGNALS}
+        self._curve_right = {s: np.zeros(curve_bins, dtype=np.int64) for s in SIGNALS}
+        self._weight_sum = 0.0
+        self._weight_right = 0.0
+
+    def update(
+        self,
+        pseudo_label: np.ndarray,
+        gt_label: np.ndarray,
+        confidence: np.ndarray,
+        depth_weight: np.ndarray,
+        weight: np.ndarray,
+    ) -> None:
+        """Add one image or batch; every argument has the same shape, e.g. (H, W) or (B, H, W).
+
+        Args:
+            pseudo_label: trainIds (255 = no pseudo-label: counted as wrong on valid ground truth).
+            gt_label: ground-truth trainIds; 255 or ≥ C is ignored everywhere.
+            confidence: teacher q_max in [0, 1].
+            depth_weight: ω in [0, 1] (method.md §4).
+            weight: final per-pixel CE weight self-training uses (≥ 0; may exceed 1 after ω/mean(ω)).
+        """
+        arrays = [np.asarray(a) for a in (pseudo_label, gt_label, confidence, depth_weight, weight)]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ValueError(f"PseudoLabelDiagnostics.update: shapes differ: {[a.shape for a in arrays]}")
+        pl, gt, conf, omega, w = (a.reshape(-1) for a in arrays)
+        c = self.num_classes
+        gt = gt.astype(np.int64)
+        pl = pl.astype(np.int64)
+        valid = (gt >= 0) & (gt < c) & (gt != IGNORE)
+        gt, pl = gt[valid], pl[valid]
+        pl_ok = (pl >= 0) & (pl < c)
+        self.matrix += np.bincount(gt[pl_ok] * c + pl[pl_ok], minlength=c * c).reshape(c, c)
+        self.missed += np.bincount(gt[~pl_ok], minlength=c)
+
+        right = pl == gt
+        conf = conf[valid].astype(np.float64)
+        omega = omega[valid].astype(np.float64)
+        signals = {"confidence": conf, "depth_weight": omega, "combined": conf * omega}
+        for name, s in signals.items():
+            # 1 − s as a detector of WRONG pseudo-labels: high when the signal distrusts the pixel.
+            self._auroc[name].update(1.0 - s, ~right)
+            b = np.minimum((np.clip(s, 0.0, 1.0) * self.curve_bins).astype(np.int64), self.curve_bins - 1)
+            self._curve_total[name] += np.bincount(b, minlength=self.curve_bins)
+            self._curve_right[name] += np.bincount(b[right], minlength=self.curve_bins)
+        wv = w[valid].astype(np.float64)
+        self._weight_sum += float(wv.sum())
+        self._weight_right += float(wv[right].sum())
+
+    # -- results ----------------------------------------------------------------------------------------
+
+    def iou(self) -> np.ndarray:
+        """(C,) IoU of the pseudo-labels per class; NaN for classes absent from both gt and pseudo-labels."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        denom = (self.matrix.sum(1) + self.missed + self.matrix.sum(0)).astype(np.float64) - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), np.nan)
+
+    def result(self) -> dict[str, Any]:
+        """Scores for a metrics JSON (fractions in [0, 1]; undefined → ``None``).
+
+        Keys: ``miou`` (over ``class_set``, absent classes skipped), ``pixel_accuracy``,
+        ``weighted_accuracy`` (Σ w·[right] / Σ w: above ``pixel_accuracy`` when the final weight favours
+        right pixels), ``pixels`` (valid ground-truth pixels), ``per_class`` ({name: IoU}),
+        ``auroc`` ({signal: AUROC of 1 − signal detecting wrong pseudo-labels}) and
+        ``auroc_error_bound`` ({signal: bound of the histogram approximation}).
+        """
+        ious = self.iou()
+        sel = ious[list(self.class_set)]
+        sel = sel[~np.isnan(sel)]
+        total = int(self.matrix.sum() + self.missed.sum())
+        return {
+            "miou": _nan_to_none(float(sel.mean()) if sel.size else float("nan")),
+            "pixel_accuracy": _nan_to_none(np.trace(self.matrix) / total if total else float("nan")),
+            "weighted_accuracy": _nan_to_none(
+                self._weight_right / self._weight_sum if self._weight_sum > 0 else float("nan")),
+            "pixels": total,
+            "per_class": {self.class_names[i]: _nan_to_none(float(ious[i])) for i in self.class_set},
+            "auroc": {s: _nan_to_none(self._auroc[s].compute()) for s in SIGNALS},
+            "auroc_error_bound": {s: _nan_to_none(self._auroc[s].error_bound()) for s in SIGNALS},
+        }
+
+    def curve_records(self) -> list[dict[str, Any]]:
+        """Accuracy of the pseudo-labels per bin of each signal, for a DVC plot (x = weight, y = accuracy).
+
+        One record per non-empty bin: ``{"signal", "weight" (bin centre), "accuracy", "pixels"}``,
+        ordered by signal then weight.
+        """
+        records = []
+        centres = (np.arange(self.curve_bins) + 0.5) / self.curve_bins
+        for name in SIGNALS:
+            total, right = self._curve_total[name], self._curve_right[name]
+            for b in np.flatnonzero(total):
+                records.append({
+                    "signal": name,
+                    "weight": round(float(centres[b]), 6),
+                    "accuracy": float(right[b] / total[b]),
+                    "pixels": int(total[b]),
+                })
+        return records
