@@ -88,7 +88,8 @@ def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
 
 
 def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device) -> tuple[CorDANet, CorDANet | None]:
-    student = build_model(mcfg, method).to(device)
+    """The student (DACS: no depth branch) and, for the mean-teacher methods, its frozen EMA copy."""
+    student = build_model(mcfg, "dacs" if method == "dacs" else "corda").to(device)
     teacher = None
     if method in ("corda", "dacs"):
         teacher = copy.deepcopy(student)
@@ -117,18 +118,19 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
                  device: torch.device, scratch: Path, inputs_fp: Any, init_state: dict | None = None,
                  eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
-                 progress=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
+                 tgt_transform: Callable[[dict], dict] | None = None, progress=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
     """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
 
     Args:
         source_ds / target_ds: datasets yielding the batch dicts :func:`corda.seg_train.train_step`
             expects (either may be None when the method does not use it).
         init_state: optional state dict to start the student (and teacher) from (self-training).
+        tgt_transform: optional function applied to every target batch on the device.
         inputs_fp: hashes of the inputs, part of the resume fingerprint.
         eval_fn: ``eval_fn(student, step) -> {"val/miou": ...}``.
     """
     scfg = seg_config(tcfg, method)
-    student, teacher = make_student_teacher(mcfg, "dacs" if method == "dacs" else "corda", device)
+    student, teacher = make_student_teacher(mcfg, method, device)
     if init_state is not None:
         student.load_state_dict(init_state)
         if teacher is not None:
@@ -153,6 +155,8 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         src = to_device(src_it.next(), device) if src_it else {}
         tgt = to_device(tgt_it.next(), device) if tgt_it else {}
+        if tgt_transform is not None and tgt:
+            tgt = tgt_transform(tgt)
         return train_step(student, teacher, src, tgt, scfg, step, step_generator(tcfg.seed, step))
 
     trainer.step_fn = step_fn

@@ -1,4 +1,4 @@
-"""Tiny, valid datasets in the exact on-disk formats of Cityscapes, GTA5 and SYNTHIA (for tests and smoke runs).
+"""Tiny valid datasets in the exact on-disk formats of Cityscapes, GTA5 and SYNTHIA (tests, smoke runs).
 
 Every writer draws from ``np.random.default_rng(seed)`` only, so the same arguments write the same
 bytes. Images are random textures (so a crop can be located by its pixels); label maps are 4×4-pixel
@@ -28,7 +28,8 @@ from corda.labels import SYNTHIA_MAX_ID, SYNTHIA_TO_TRAIN_DICT
 BLOCK = 4  # label/depth block size in pixels
 
 _CS_IDS = np.array(sorted(lab.id for lab in _CS_LABELS if lab.id >= 0), dtype=np.uint8)
-_CS_ID_TO_TRAIN = {lab.id: (lab.trainId if 0 <= lab.trainId < 255 else 255) for lab in _CS_LABELS if lab.id >= 0}
+_CS_ID_TO_TRAIN = {lab.id: (lab.trainId if 0 <= lab.trainId < 255 else 255)
+                   for lab in _CS_LABELS if lab.id >= 0}
 
 
 @dataclass
@@ -40,7 +41,7 @@ class FixtureItem:
     label_ids: np.ndarray  # (H, W) uint8 ids as written
     train_ids: np.ndarray  # (H, W) uint8 expected trainIds, 255 = ignore
     inv_depth: np.ndarray | None = None  # (H, W) float32 expected CorDA encoding of the depth file
-    depth_m: np.ndarray | None = None  # (H, W) float32 metric depth (Cityscapes: from the stereo), NaN invalid
+    depth_m: np.ndarray | None = None  # (H, W) float32 metres (Cityscapes: from the stereo), NaN invalid
     disparity_px: np.ndarray | None = None  # (H, W) float32, NaN invalid
     K: np.ndarray | None = None  # (3, 3) float64
     baseline_m: float | None = None
@@ -63,7 +64,7 @@ def _cs_train_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def _write_palette_png(path: Path, ids: np.ndarray) -> None:
-    """A 'P'-mode PNG whose indices are the ids and whose palette is the Cityscapes colours (as GTA5 ships)."""
+    """A 'P'-mode PNG: indices = the ids, palette = the Cityscapes colours (as GTA5 ships its labels)."""
     pal = np.zeros((256, 3), dtype=np.uint8)
     for lab in _CS_LABELS:
         if lab.id >= 0:
@@ -75,8 +76,9 @@ def _write_palette_png(path: Path, ids: np.ndarray) -> None:
 
 
 def write_cityscapes_fixture(root: str | os.PathLike, n_train: int, n_val: int, h: int, w: int, seed: int, *,
-                             disparity_px: int = 2, baseline_m: float = 0.21, cities: tuple[str, ...] = ("aachen",
-                             "bochum"), val_cities: tuple[str, ...] = ("frankfurt",), right: bool = True,
+                             disparity_px: int = 2, baseline_m: float = 0.21,
+                             cities: tuple[str, ...] = ("aachen", "bochum"),
+                             val_cities: tuple[str, ...] = ("frankfurt",), right: bool = True,
                              sequence: bool = True, camera: bool = True, disparity: bool = True
                              ) -> dict[str, list[FixtureItem]]:
     """Write a Cityscapes-layout fixture; returns ``{split: [FixtureItem sorted by name]}``.
@@ -112,7 +114,8 @@ def write_cityscapes_fixture(root: str | os.PathLike, n_train: int, n_val: int, 
             if sequence:
                 item.prev, item.next = tex[:, 0:w].copy(), tex[:, 2:2 + w].copy()
                 for frame, img in ((18, item.prev), (20, item.next)):
-                    write_png(root / "leftImg8bit_sequence" / sub / f"{city}_{i:06d}_{frame:06d}_leftImg8bit.png", img)
+                    seq_name = f"{city}_{i:06d}_{frame:06d}_leftImg8bit.png"
+                    write_png(root / "leftImg8bit_sequence" / sub / seq_name, img)
             if camera:
                 write_json(root / "camera" / sub / f"{name}_camera.json", {
                     "extrinsic": {"baseline": baseline_m, "pitch": 0.04, "roll": 0.0, "yaw": 0.0,
@@ -120,8 +123,9 @@ def write_cityscapes_fixture(root: str | os.PathLike, n_train: int, n_val: int, 
                     "intrinsic": {"fx": fx, "fy": fx, "u0": w / 2, "v0": h / 2},
                 })
             if disparity:
-                p = np.where(np.isfinite(disp), np.round(np.nan_to_num(disp) * 256.0) + 1.0, 0.0).astype(np.uint16)
-                write_png(root / "disparity" / sub / f"{name}_disparity.png", p)
+                # Cityscapes encoding: p = 256·d + 1, p = 0 invalid.
+                p = np.where(np.isfinite(disp), np.round(np.nan_to_num(disp) * 256.0) + 1.0, 0.0)
+                write_png(root / "disparity" / sub / f"{name}_disparity.png", p.astype(np.uint16))
             items.append(item)
         out[split] = sorted(items, key=lambda it: it.name)
     return out
@@ -178,6 +182,7 @@ def write_synthia_fixture(root: str | os.PathLike, n: int, h: int, w: int, seed:
         write_png(root / "synthia_mapped_to_cityscapes" / f"{name}.png", ids)
         write_png(root / "Depth" / "Depth" / f"{name}.png", cm)
         z = np.where(cm == 65535, np.nan, cm / 100.0).astype(np.float32)
-        items.append(FixtureItem(name=name, image=image, label_ids=ids, train_ids=syn_lut[ids],
-                                 inv_depth=(65536.0 / (cm.astype(np.float64) + 1.0)).astype(np.float32), depth_m=z))
+        inv = (65536.0 / (cm.astype(np.float64) + 1.0)).astype(np.float32)
+        items.append(FixtureItem(name=name, image=image, label_ids=ids, train_ids=syn_lut[ids], inv_depth=inv,
+                                 depth_m=z))
     return items

@@ -115,8 +115,9 @@ def test_depth_from_h5_by_name(cs, tmp_path):
     idx = scan_dataset("cityscapes", root, "train")
     items = [(it.name, depth_to_inv(it.depth_m), it.depth_m.astype(np.float16)) for it in planted["train"]]
     path = tmp_path / "target.h5"
-    write_depth_h5(path, reversed(items), len(items), {"min_depth_m": 0.1, "max_depth_m": 100.0, "mode": "stereo",
-                                                      "model_hash": "", "domain": "cityscapes"})
+    attrs = {"min_depth_m": 0.1, "max_depth_m": 100.0, "mode": "stereo", "model_hash": "",
+             "domain": "cityscapes"}
+    write_depth_h5(path, reversed(items), len(items), attrs)
     ds = SegDepthDataset(idx, ("depth",), None, None, depth_h5=path)
     for i, (_, inv, _) in enumerate(items):  # stored in reverse order: looked up by name, not row
         np.testing.assert_array_equal(ds[i]["depth"][0].numpy(), inv)
@@ -143,7 +144,8 @@ def test_resize_scales_K_and_disparity_and_keeps_invalid_depth(cs, syn):
     assert valid.any() and np.allclose(s["disparity"].numpy()[valid], np.nanmax(it.disparity_px) / 2)
     assert np.array_equal(s["label"].numpy(), it.train_ids[::2, ::2])  # 4-px blocks: nearest is exact
     sroot, splanted = syn
-    sd = SegDepthDataset(scan_dataset("synthia", sroot, "train"), ("depth",), (H // 2, W // 2), None)[0]["depth"]
+    sidx = scan_dataset("synthia", sroot, "train")
+    sd = SegDepthDataset(sidx, ("depth",), (H // 2, W // 2), None)[0]["depth"]
     assert set(np.unique(sd.numpy())) <= set(np.unique(splanted[0].inv_depth)) and (sd == 1.0).any()
 
 
@@ -159,7 +161,8 @@ def test_crop_is_aligned_across_fields(cs):
     y, x = offsets[0]
     for f in ("label", "right", "next"):
         assert torch.equal(full[f][..., y:y + 16, x:x + 16], crop[f]), f
-    assert torch.equal(full["disparity"][..., y:y + 16, x:x + 16].nan_to_num(-1), crop["disparity"].nan_to_num(-1))
+    disp = full["disparity"][..., y:y + 16, x:x + 16]
+    assert torch.equal(disp.nan_to_num(-1), crop["disparity"].nan_to_num(-1))
     K = full["K"].clone()
     K[0, 2] -= x
     K[1, 2] -= y
@@ -250,7 +253,8 @@ def test_missing_and_corrupt_files(syn_copy):
 
 
 def test_label_of_another_size(syn_copy):
-    Image.fromarray(np.zeros((H, W + 4), np.uint8)).save(syn_copy / "synthia_mapped_to_cityscapes" / "0000000.png")
+    label = syn_copy / "synthia_mapped_to_cityscapes" / "0000000.png"
+    Image.fromarray(np.zeros((H, W + 4), np.uint8)).save(label)
     _fails(syn_copy, "synthia", ("image", "label"), "synthia_mapped_to_cityscapes/0000000.png", "32x68")
     s = SegDepthDataset(scan_dataset("synthia", syn_copy, "train"), ("label",), None, None, strict=False)[0]
     assert s["label"].shape == (H, W)

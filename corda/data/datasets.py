@@ -82,7 +82,8 @@ class DatasetIndex:
     def __post_init__(self) -> None:
         for f, rels in self.paths.items():
             if len(rels) != len(self.names):
-                raise ValueError(f"DatasetIndex: field {f!r} has {len(rels)} paths for {len(self.names)} names")
+                raise ValueError(f"DatasetIndex: field {f!r} has {len(rels)} paths for "
+                                 f"{len(self.names)} names")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -127,7 +128,7 @@ def _list_files(folder: Path) -> Iterator[str]:
 
 
 def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex:
-    """List the items of ``split`` of the ``kind`` dataset under ``root`` (layouts in :mod:`corda.data.layouts`).
+    """List the items of ``split`` of the ``kind`` dataset under ``root`` (see :mod:`corda.data.layouts`).
 
     Items are the image files, sorted by name. For SYNTHIA and GTA5 an image without its label map
     is skipped with a warning (a source item needs its labels); every other field is recorded when
@@ -141,14 +142,16 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
     root_p = Path(root)
     hint = f"set {layouts.ROOT_PARAM[kind]} in params.yaml"
     if split not in layouts.SPLITS[kind]:
-        raise DataError(f"{root_p}: a {kind} dataset has no split {split!r} (only {list(layouts.SPLITS[kind])})")
+        raise DataError(f"{root_p}: a {kind} dataset has no split {split!r} "
+                        f"(only {list(layouts.SPLITS[kind])})")
     img_rel = layouts.image_folder(kind, split)
     if not root_p.is_dir():
-        raise DataError(f"{root_p}: {kind} dataset root not found; {hint} to the folder that holds {img_rel}/")
+        raise DataError(f"{root_p}: {kind} dataset root not found; {hint} to the folder that holds "
+                        f"{img_rel}/")
     img_dir = root_p / img_rel
     if not img_dir.is_dir():
-        raise DataError(f"{img_dir}: folder not found, so {root_p} is not a {kind} root with a {split!r} split; "
-                        f"{hint} (expected layout: corda/data/layouts.py)")
+        raise DataError(f"{img_dir}: folder not found, so {root_p} is not a {kind} root with a "
+                        f"{split!r} split; {hint} (expected layout: corda/data/layouts.py)")
     images: dict[str, str] = {}
     skipped = []
     for rel in _list_files(img_dir):
@@ -157,10 +160,12 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
             skipped.append(rel)
             continue
         if name in images:
-            raise DataError(f"{img_dir}: image {name!r} appears twice ({images[name]}, {img_rel}/{rel}); remove one")
+            raise DataError(f"{img_dir}: image {name!r} appears twice ({images[name]}, "
+                            f"{img_rel}/{rel}); remove one")
         images[name] = f"{img_rel}/{rel}"
     if skipped:
-        log.warning("%s: ignored %d files that are not %s images, e.g. %s", img_dir, len(skipped), kind, skipped[0])
+        log.warning("%s: ignored %d files that are not %s images, e.g. %s", img_dir, len(skipped), kind,
+                    skipped[0])
     if not images:
         raise DataError(f"{img_dir}: no {kind} images found; {hint} (expected layout: corda/data/layouts.py)")
 
@@ -178,8 +183,8 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
     for f in layouts.REQUIRED[kind]:
         lacking = [n for n in names if not has(n, f)]
         if lacking:
-            log.warning("%s: skipping %d of %d items without a %s file, e.g. %s", root_p, len(lacking), len(names),
-                        f, expected[lacking[0]][f])
+            log.warning("%s: skipping %d of %d items without a %s file, e.g. %s", root_p, len(lacking),
+                        len(names), f, expected[lacking[0]][f])
             names = [n for n in names if has(n, f)]
     if not names:
         raise DataError(f"{root_p}: no {kind} item has all of {list(layouts.REQUIRED[kind])}; "
@@ -196,7 +201,8 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
             first = names[present.index(False)]
             log.warning("%s: %d of %d items lack a %s file (e.g. %s); that field is unavailable", root_p,
                         incomplete[f], len(names), f, expected[first].get(f, "-"))
-    return DatasetIndex(kind=kind, root=str(root), split=split, names=names, paths=paths, incomplete=incomplete)
+    return DatasetIndex(kind=kind, root=str(root), split=split, names=names, paths=paths,
+                        incomplete=incomplete)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,7 +240,8 @@ def read_label(path: str | os.PathLike, kind: str, image_hw: tuple[int, int] | N
         msg = (f"{path}: label map is {raw.shape[0]}x{raw.shape[1]} but its image is "
                f"{image_hw[0]}x{image_hw[1]}")
         if strict:
-            raise DataError(f"{msg}; re-export the label at the image size (or pass strict=False to resize it)")
+            raise DataError(f"{msg}; re-export the label at the image size "
+                            "(or pass strict=False to resize it)")
         log.warning("%s; resizing it with nearest-neighbour", msg)
         raw = resize_array(raw, tuple(image_hw), "nearest")
     return L.map_labels(raw, lut)
@@ -264,7 +271,7 @@ def read_depth_png(path: str | os.PathLike, kind: str) -> np.ndarray:
 
 
 def read_disparity_png(path: str | os.PathLike) -> np.ndarray:
-    """Cityscapes disparity PNG → (H, W) float32 pixels, NaN = invalid (d = (p − 1)/256, p = 0 invalid)."""
+    """Cityscapes disparity PNG → (H, W) float32 pixels, NaN = invalid (d = (p − 1)/256; p = 0 invalid)."""
     return codecs.disparity_png_to_px(_read_uint16(Path(path), "disparity"))
 
 
@@ -301,13 +308,15 @@ def _image_hw(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.height, img.width
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc}); re-extract or re-render this file") from exc
+        raise DataError(f"{path}: corrupt or truncated image ({exc}); re-extract or re-render this file"
+                        ) from exc
 
 
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
-def resize_array(a: np.ndarray, hw: tuple[int, int], method: Literal["nearest", "bilinear", "bicubic"]) -> np.ndarray:
+def resize_array(a: np.ndarray, hw: tuple[int, int],
+                 method: Literal["nearest", "bilinear", "bicubic"]) -> np.ndarray:
     """Resize (H, W) uint8/float32 or (H, W, 3) uint8 to ``hw`` with PIL (as the original's loaders do)."""
     if a.shape[:2] == tuple(hw):
         return a
@@ -413,12 +422,15 @@ class SegDepthDataset(torch.utils.data.Dataset):
         where = f"{idx.root} ({idx.kind}, {idx.split})"
         if folder is None:
             extra = "; pass depth_h5 (the depth_maps output)" if f == "depth" else ""
-            raise DataError(f"{where}: {idx.kind} datasets have no {file_field!r} files, needed for field {f!r}{extra}")
+            raise DataError(f"{where}: {idx.kind} datasets have no {file_field!r} files, needed for field "
+                            f"{f!r}{extra}")
+        folder_p = Path(idx.root) / folder
         if file_field in idx.incomplete:
-            raise DataError(f"{Path(idx.root) / folder}: {idx.incomplete[file_field]} of {len(idx)} items lack their "
-                            f"{file_field} file, needed for field {f!r}; complete that folder and re-run `dvc repro data`")
-        raise DataError(f"{Path(idx.root) / folder}: not found, needed for field {f!r}; add that folder to the "
-                        "dataset and re-run `dvc repro data`")
+            raise DataError(f"{folder_p}: {idx.incomplete[file_field]} of {len(idx)} items lack their "
+                            f"{file_field} file, needed for field {f!r}; complete that folder and re-run "
+                            "`dvc repro data`")
+        raise DataError(f"{folder_p}: not found, needed for field {f!r}; add that folder to the dataset and "
+                        "re-run `dvc repro data`")
 
     def _depth_file(self) -> Any:
         """The HDF5 depth reader (opened once; pickle-safe) with the row of every item."""
@@ -456,8 +468,8 @@ class SegDepthDataset(torch.utils.data.Dataset):
                 p = idx.path(f, i)
                 out[f] = read_rgb(p)
                 if out[f].shape[:2] != hw:  # a view of another size breaks the warping geometry
-                    raise DataError(f"{p}: {f} image is {out[f].shape[0]}x{out[f].shape[1]} but the left image "
-                                    f"{img_path.name} is {hw[0]}x{hw[1]}; re-extract the matching file")
+                    raise DataError(f"{p}: {f} image is {out[f].shape[0]}x{out[f].shape[1]} but the left "
+                                    f"image {img_path.name} is {hw[0]}x{hw[1]}; re-extract the matching file")
         if "label" in fields:
             out["label"] = read_label(idx.path("label", i), idx.kind, hw, self.strict)
         if "depth" in fields:
@@ -477,8 +489,8 @@ class SegDepthDataset(torch.utils.data.Dataset):
             return 0, 0, out_hw[0], out_hw[1]
         ch, cw = self.crop_hw
         if ch > out_hw[0] or cw > out_hw[1]:
-            raise DataError(f"{self.index.path('image', i)}: image {out_hw[0]}x{out_hw[1]} is smaller than the "
-                            f"crop {ch}x{cw}; set a resize or a smaller crop")
+            raise DataError(f"{self.index.path('image', i)}: image {out_hw[0]}x{out_hw[1]} is smaller than "
+                            f"the crop {ch}x{cw}; set a resize or a smaller crop")
         rng = np.random.default_rng([self.seed, draw, i])
         y0 = int(rng.integers(0, out_hw[0] - ch + 1))
         x0 = int(rng.integers(0, out_hw[1] - cw + 1))
@@ -497,7 +509,8 @@ class SegDepthDataset(torch.utils.data.Dataset):
                 a = resize_array(raw[f], out_hw, self.image_resample)[win]
                 sample[f] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0)
         if "label" in self.fields:
-            sample["label"] = torch.from_numpy(resize_array(raw["label"], out_hw, "nearest")[win].astype(np.int64))
+            lab = resize_array(raw["label"], out_hw, "nearest")[win]
+            sample["label"] = torch.from_numpy(lab.astype(np.int64))
         if "depth" in self.fields:
             # Nearest keeps the exact 1.0 "invalid" value that BerHu tests with == (method.md §2.2).
             d = resize_array(raw["depth"].astype(np.float32, copy=False), out_hw, "nearest")[win]
@@ -511,7 +524,7 @@ class SegDepthDataset(torch.utils.data.Dataset):
             K = raw["K"].copy()
             K[0] *= out_hw[1] / w0  # corner-origin pixels: resizing scales rows exactly (corda.geometry)
             K[1] *= out_hw[0] / h0
-            pass
+            K[0, 2] -= x0
             K[1, 2] -= y0
             sample["K"] = torch.from_numpy(K.astype(np.float32))
         if "baseline" in self.fields:
@@ -519,8 +532,8 @@ class SegDepthDataset(torch.utils.data.Dataset):
         return sample
 
 
-def validate_index(index: DatasetIndex, max_items: int | None = None, depth_h5: str | os.PathLike | None = None,
-                   strict: bool = True) -> int:
+def validate_index(index: DatasetIndex, max_items: int | None = None,
+                   depth_h5: str | os.PathLike | None = None, strict: bool = True) -> int:
     """Open every file of every (or the first ``max_items``) item; raise the first problem as DataError.
 
     Checks all fields the index has (image, label, depth, stereo/video views, camera, disparity) and,

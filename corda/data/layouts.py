@@ -33,7 +33,8 @@ from __future__ import annotations
 import re
 
 KINDS: tuple[str, ...] = ("synthia", "gta5", "cityscapes")
-SPLITS: dict[str, tuple[str, ...]] = {"synthia": ("train",), "gta5": ("train",), "cityscapes": ("train", "val")}
+SPLITS: dict[str, tuple[str, ...]] = {"synthia": ("train",), "gta5": ("train",),
+                                      "cityscapes": ("train", "val")}
 #: The params.yaml key that names each kind's root (for error messages only; the library reads no params).
 ROOT_PARAM: dict[str, str] = {"synthia": "data.source.root", "gta5": "data.source.root",
                               "cityscapes": "data.target.root"}
@@ -65,7 +66,8 @@ def field_folder(kind: str, split: str, field: str) -> str | None:
         "gta5": {"image": "images", "label": "labels", "depth": "disparity"},
         "cityscapes": {"image": f"leftImg8bit/{split}", "right": f"rightImg8bit/{split}",
                        "prev": f"leftImg8bit_sequence/{split}", "next": f"leftImg8bit_sequence/{split}",
-                       "label": f"gtFine/{split}", "camera": f"camera/{split}", "disparity": f"disparity/{split}"},
+                       "label": f"gtFine/{split}", "camera": f"camera/{split}",
+                       "disparity": f"disparity/{split}"},
     }[kind]
     return folders.get(field)
 
@@ -99,7 +101,8 @@ def field_paths(kind: str, split: str, name: str, image_rel: str | None = None) 
         return {"image": f"RGB/{name}.png", "label": f"synthia_mapped_to_cityscapes/{name}.png",
                 "depth": f"Depth/Depth/{name}.png"}
     if kind == "gta5":
-        return {"image": f"images/{name}.png", "label": f"labels/{name}.png", "depth": f"disparity/{name}.png"}
+        return {"image": f"images/{name}.png", "label": f"labels/{name}.png",
+                "depth": f"disparity/{name}.png"}
     m = _CS_NAME.match(name)
     if m is None:
         raise ValueError(f"{name!r} is not a Cityscapes name <city>_<seq:06d>_<frame:06d>")

@@ -66,23 +66,22 @@ def load_resnet_weights(resnet: nn.Module, path: str | Path, in_frames: int = 1)
     response (the usual way to initialise a pose encoder).
 
     Raises:
-        CordaError: the file is missing or unreadable, or no tensor in it matches the ResNet.
+        CordaError: the file is missing or unreadable, or lacks a tensor of the ResNet (wrong backbone).
     """
     path = Path(path)
     state = _read_state_dict(path)
     conv1 = state.get("conv1.weight")
     if conv1 is not None and in_frames > 1:
         state["conv1.weight"] = conv1.repeat(1, in_frames, 1, 1) / in_frames
-    own = resnet.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise CordaError(f"{path}: no tensor matches a torchvision ResNet (wrong backbone or file?)")
-    missing = sorted(k for k in own if k not in matched and not k.startswith("fc."))
-    if missing:
-        log.warning("%s: %d encoder tensors not found in the file (e.g. %s); they keep their init",
-                    path, len(missing), missing[0])
-    resnet.load_state_dict(matched, strict=False)
-    log.info("loaded %d tensors from %s", len(matched), path)
+    own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    if bad:
+        found = "missing" if bad[0] not in state else f"shaped {tuple(state[bad[0]].shape)}"
+        raise CordaError(f"{path} does not hold this ResNet's weights: {len(bad)} tensors missing or of another "
+                         f"shape (first: {bad[0]}, {found}, expected {tuple(own[bad[0]].shape)}); check the "
+                         "backbone setting")
+    resnet.load_state_dict({k: state[k] for k in own}, strict=False)
+    log.info("loaded %d tensors from %s", len(own), path)
 
 
 class ResNetEncoder(nn.Module):

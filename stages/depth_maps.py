@@ -1,0 +1,120 @@
+"""Stage `depth_maps`: depth targets for every training image of each domain, and depth metrics.
+
+Writes ``depth/source.h5`` and ``depth/target.h5`` (CorDA inverse depth, 1.0 = invalid, plus metric
+depth; schema in :mod:`corda.h5io`) and ``metrics/depth.json`` (target val against the benchmark's
+disparity ground truth: AbsRel, SqRel, RMSE, RMSE log, δ<1.25^k; median scaling only for mono).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stages.common import load_params, outputs, section, stage_main
+
+log = logging.getLogger("stages.depth_maps")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@app.command()
+@stage_main
+def main(
+    params: Annotated[Path, typer.Option(help="params file (section depth)")] = Path("params.yaml"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
+    models_dir: Annotated[Path, typer.Option(help="depth networks from depth_pretrain")] = Path("models/depth"),
+    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 16,
+) -> None:
+    """Export depth targets (HDF5) for source and target train; evaluate target val depth."""
+    import numpy as np
+    import torch
+
+    from corda.data import codecs
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.manifest import load_splits
+    from corda.depth.metrics import DepthMetricAccumulator
+    from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth
+    from corda.errors import CordaError
+    from corda.h5io import write_depth_h5
+    from corda.inference import iterate_batches
+    from corda.io import file_hash, read_json, write_json
+    from corda.log import progress
+    from corda.models.depth_net import DepthNet
+    from corda.segmentation import resolve_device
+
+    cfg = section(load_params(params), "depth", DepthStageConfig)
+    device = resolve_device(cfg.device)
+    splits = load_splits(manifest)
+
+    def load_net(domain: str) -> tuple[torch.nn.Module, str]:
+        path = models_dir / f"{domain}.pt"
+        if not path.is_file():
+            raise CordaError(f"{path}: depth network not found; run `dvc repro depth_pretrain`")
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        net = DepthNet(cfg.backbone, None, cfg.min_depth_m, cfg.max_depth_m)
+        try:
+            net.load_state_dict(ck["depth"])
+        except (RuntimeError, KeyError) as exc:
+            raise CordaError(f"{path}: incompatible with depth.backbone={cfg.backbone} ({exc}); "
+                             "re-run depth_pretrain") from exc
+        return net.to(device).eval(), file_hash(path)
+
+    def mono_scale(net, index) -> float:
+        """Global metric scale of a monocular network from the camera height (module docstring)."""
+        ds = SegDepthDataset(index, ("image", "K"), None, None)
+        sub = torch.utils.data.Subset(ds, range(min(100, len(ds))))
+        ratios = []
+        for batch in iterate_batches(sub, batch_size):
+            from corda.depth.train import predict_depth
+
+            d = predict_depth(net, batch["image"].to(device), cfg)
+            heights = torch.tensor([float(read_json(index.path("camera", int(i)))["extrinsic"]["z"])
+                                    for i in batch["index"]], device=device)
+            ratios.append(camera_height_scale(d, batch["K"].to(device), heights))
+        return float(torch.cat(ratios).median())
+
+    out_dir, out_metrics = Path("depth"), Path("metrics/depth.json")
+    with outputs(out_dir, out_metrics):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics: dict = {"mode": cfg.mode, "source": cfg.source}
+        for domain in ("source", "target"):
+            index = splits["source" if domain == "source" else "target_train"]
+            if domain == "source" and cfg.source == "ground_truth":
+                ds = SegDepthDataset(index, ("depth",), None, None)
+                items = ((ds[i]["name"], codecs.inv_to_depth(ds[i]["depth"][0].numpy())) for i in range(len(ds)))
+                attrs = {"mode": "ground_truth", "model_hash": "", "domain": domain}
+            else:
+                net, h = load_net(domain)
+                scale = mono_scale(net, index) if cfg.mode == "mono" else 1.0
+                metrics[f"{domain}_scale"] = scale
+                ds = SegDepthDataset(index, ("image",), None, None)
+                items = ((n, d * scale) for n, d in export_depth(net, cfg, iterate_batches(ds, batch_size), device))
+                attrs = {"mode": cfg.mode, "model_hash": h, "domain": domain}
+            attrs |= {"min_depth_m": cfg.min_depth_m, "max_depth_m": cfg.max_depth_m}
+            rows = ((n, codecs.depth_to_inv(d), d.astype(np.float16))
+                    for n, d in progress(items, len(ds), f"depth maps {domain}"))
+            write_depth_h5(out_dir / f"{domain}.h5", rows, len(ds), attrs)
+
+        # Target val against the disparity ground truth (standard protocol; median scaling for mono only).
+        net, _ = load_net("target")
+        val = SegDepthDataset(splits["target_val"], ("image", "disparity", "K", "baseline"), None, None)
+        acc = DepthMetricAccumulator(cfg.min_depth_m, cfg.eval_max_depth_m, median_scaling=cfg.mode == "mono")
+        from corda.depth.train import predict_depth
+
+        for batch in progress(iterate_batches(val, batch_size), None, "depth eval"):
+            pred = predict_depth(net, batch["image"].to(device), cfg).cpu()
+            for j in range(pred.shape[0]):
+                disp = batch["disparity"][j, 0].numpy()
+                gt = codecs.disparity_to_depth(disp, float(batch["baseline"][j]), float(batch["K"][j, 0, 0]))
+                acc.update(pred[j, 0].numpy(), gt)
+        metrics["target"] = acc.compute()
+        write_json(out_metrics, metrics)
+    t = metrics["target"]
+    log.info("target val depth: AbsRel %.3f  SqRel %.3f  RMSE %.2f  RMSElog %.3f  d1 %.3f  d2 %.3f  d3 %.3f",
+             t["abs_rel"], t["sq_rel"], t["rmse"], t["rmse_log"], t["delta1"], t["delta2"], t["delta3"])
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,130 @@
+"""Stage `pseudo_labels`: the CorDA teacher's target pseudo-labels with the depth-discrepancy weight.
+
+For every target training image: the pseudo-label, its confidence, ω from the source and target
+depth decoders (method.md §4, per image) and the final weight the self-training round uses, in
+one streamed HDF5 file (``pseudo/target.h5``, schema in :mod:`corda.h5io`). Diagnostics against
+the target train labels (which serve only these diagnostics, never training) test the paper's
+hypothesis that depth discrepancy marks hard pixels: ``metrics/pseudo_labels.json`` and
+``plots/pseudo_label_accuracy.{json,png}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from corda.config import field, to_dict
+from stages.common import load_params, outputs, section, stage_main
+
+log = logging.getLogger("stages.pseudo_labels")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PseudoConfig:
+    batch_size: int = field(16, min=1)
+    threshold: float = field(0.968, min=0, max=1)  # confidence threshold (recorded, used by rule "threshold")
+    # How the exported per-pixel weight is formed from confidence c and ω:
+    # confidence_x_omega = c·ω, omega = ω, confidence = c, threshold = [c ≥ threshold]·ω, uniform = 1.
+    weight_rule: Literal["confidence_x_omega", "omega", "confidence", "threshold", "uniform"] = "confidence_x_omega"
+    device: str = "auto"
+
+
+def final_weight(rule: str, conf, omega, threshold: float):
+    """The exported per-pixel weight (B, H, W) from confidence and ω, by ``rule`` (see PseudoConfig)."""
+    if rule == "confidence_x_omega":
+        return conf * omega
+    if rule == "omega":
+        return omega
+    if rule == "confidence":
+        return conf
+    if rule == "threshold":
+        return (conf >= threshold).to(conf.dtype) * omega
+    return conf.new_ones(conf.shape)
+
+
+@app.command()
+@stage_main
+def main(
+    params: Annotated[Path, typer.Option(help="params file (section pseudo_labels)")] = Path("params.yaml"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
+    model_path: Annotated[Path, typer.Option("--model", help="the trained CorDA model")] = Path("models/corda.pt"),
+    depth_h5: Annotated[Path, typer.Option(help="target depth targets from depth_maps")] = Path("depth/target.h5"),
+) -> None:
+    """Export target pseudo-labels, confidence, ω and weights to pseudo/target.h5, with diagnostics."""
+    import numpy as np
+    import torch
+
+    from corda import report
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.h5io import write_pseudo_h5
+    from corda.inference import iterate_batches, segment
+    from corda.io import file_hash, write_json
+    from corda.labels import CLASS_NAMES, CLASS_SETS
+    from corda.log import progress
+    from corda.pseudo import PseudoLabelDiagnostics
+    from corda.segmentation import load_model, resolve_device
+    from corda.uda import depth_discrepancy_weight
+
+    cfg = section(load_params(params), "pseudo_labels", PseudoConfig)
+    device = resolve_device(cfg.device)
+    man = load_manifest(manifest)
+    class_set = CLASS_SETS[class_set_name(man)]
+    split = load_splits(manifest)["target_train"]
+    fields = ("image", "depth") + (("label",) if split.has("label") else ())
+    ds = SegDepthDataset(split, fields, None, None, depth_h5=str(depth_h5), seed=0)
+    teacher, ck = load_model(model_path, device, which="teacher")
+    if not getattr(teacher, "depth", False):
+        from corda.errors import CordaError
+
+        raise CordaError(f"{model_path}: a model with depth decoders (method corda) is needed for ω")
+    teacher.eval()
+    diag = PseudoLabelDiagnostics(teacher.num_classes, class_set, CLASS_NAMES)
+    out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")
+    out_curve_json, out_curve_png = Path("plots/pseudo_label_accuracy.json"), Path("plots/pseudo_label_accuracy.png")
+
+    def items():
+        for batch in progress(iterate_batches(ds, cfg.batch_size), (len(ds) + cfg.batch_size - 1) // cfg.batch_size,
+                              "pseudo-labels"):
+            images = batch["image"].to(device)
+            out = segment(teacher, images, keys=("S", "D", "D_src"))
+            conf, label = torch.softmax(out["S"], 1).max(1)
+            d_t = batch["depth"].to(device)
+            omega, _ = depth_discrepancy_weight(out["D_src"], out["D"], d_t, per_image=True)
+            omega = omega[:, 0]
+            weight = final_weight(cfg.weight_rule, conf, omega, cfg.threshold)
+            for j in range(images.shape[0]):
+                lab, c, o, w = (t[j].cpu().numpy() for t in (label, conf, omega, weight))
+                if "label" in batch:
+                    diag.update(lab, batch["label"][j].numpy(), c, o, w)
+                yield batch["name"][j], lab.astype(np.uint8), c, o, w
+
+    with outputs(out_h5, out_metrics, out_curve_json, out_curve_png):
+        attrs = {"class_names": list(CLASS_NAMES), "threshold": cfg.threshold, "checkpoint_hash": file_hash(model_path),
+                 "params": to_dict(cfg), "weight_rule": cfg.weight_rule}
+        write_pseudo_h5(out_h5, items(), len(ds), attrs)
+        result = diag.result() if split.has("label") else {}
+        write_json(out_metrics, result)
+        records = diag.curve_records() if split.has("label") else []
+        write_json(out_curve_json, records)
+        series = {}
+        for r in records:
+            s = series.setdefault(r["signal"], ([], []))
+            s[0].append(r["weight"])
+            s[1].append(r["accuracy"])
+        report.plot_curves(series, out_curve_png, "pseudo-label accuracy vs weight", xlabel="weight",
+                           ylabel="accuracy")
+    if result:
+        a = result["auroc"]
+        log.info("pseudo-label mIoU %.2f | AUROC of predicting errors: confidence %.3f, depth weight %.3f, "
+                 "combined %.3f", 100 * (result["miou"] or 0), a["confidence"] or 0, a["depth_weight"] or 0,
+                 a["combined"] or 0)
+
+
+if __name__ == "__main__":
+    app()

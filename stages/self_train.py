@@ -1,0 +1,92 @@
+"""Stage `self_train`: a second self-training round on the exported, depth-weighted pseudo-labels.
+
+Initialised from the CorDA model (round 1), trained with source supervision plus the HDF5
+pseudo-labels and their per-pixel weights (ClassMix and strong augmentation as in round 1), through
+the same loop as `train`. Writes ``models/corda_round2.pt`` and ``dvclive/self_train/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corda.config import field
+from stages.common import load_params, outputs, section, stage_main
+
+log = logging.getLogger("stages.self_train")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SelfTrainConfig:
+    seed: int = field(2, min=0)
+    iterations: int = field(400, min=1)
+    lr: float = field(0.0025, gt=0)
+    # Divide each batch's pseudo-label weights by their mean, so the average weight stays 1 (as ω is
+    # normalised in round 1, method.md §4); false uses the exported weights as they are.
+    normalize_weight: bool = True
+
+
+@app.command()
+@stage_main
+def main(
+    params: Annotated[Path, typer.Option(help="params file (sections model, train, self_train)")] = Path("params.yaml"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
+    init: Annotated[Path, typer.Option(help="round-1 CorDA model")] = Path("models/corda.pt"),
+    pseudo_h5: Annotated[Path, typer.Option(help="pseudo-labels from the pseudo_labels stage")] = Path("pseudo/target.h5"),
+    depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
+) -> None:
+    """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.engine import write_dvclive
+    from corda.io import file_hash
+    from corda.labels import CLASS_SETS
+    from corda.log import progress
+    from corda.segmentation import (ModelConfig, TrainConfig, load_model, make_eval_fn, resolve_device,
+                                    run_training, save_model, seg_datasets, set_seeds)
+
+    p = load_params(params)
+    mcfg = section(p, "model", ModelConfig)
+    tcfg = section(p, "train", TrainConfig)
+    scfg = section(p, "self_train", SelfTrainConfig)
+    tcfg = dataclasses.replace(tcfg, seed=scfg.seed, iterations=scfg.iterations, lr=scfg.lr,
+                               eval_every=min(tcfg.eval_every, scfg.iterations))
+    device = resolve_device(tcfg.device)
+    set_seeds(tcfg.seed)
+    out_model, out_live = Path("models/corda_round2.pt"), Path("dvclive/self_train")
+    with outputs(out_model, out_live):
+        splits = load_splits(manifest)
+        src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)
+        tgt_ds = SegDepthDataset(splits["target_train"], ("image", "depth", "pseudo_label", "pseudo_weight"),
+                                 tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(depth_dir / "target.h5"),
+                                 pseudo_h5=str(pseudo_h5), seed=tcfg.seed + 1)
+        round1, _ = load_model(init, device)
+        class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
+        eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
+
+        def normalise(tgt: dict) -> dict:
+            if scfg.normalize_weight:
+                w = tgt["pseudo_weight"].float()
+                tgt = {**tgt, "pseudo_weight": w / w.mean().clamp_min(1e-6)}
+            return tgt
+
+        inputs_fp = {"manifest": file_hash(manifest), "init": file_hash(init), "pseudo": file_hash(pseudo_h5)}
+        student, _, trainer = run_training(
+            method="self_train", mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
+            scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,
+            init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress)
+        save_model(out_model, method="corda_round2", student=student, teacher=None, mcfg=mcfg, tcfg=tcfg,
+                   history=trainer.history, extra={"self_train_config": dataclasses.asdict(scfg)})
+        write_dvclive(trainer.history, out_live)
+        trainer.discard_scratch()
+    last = trainer.history[-1] if trainer.history else {}
+    log.info("round 2 done: final val mIoU %.2f", 100 * last.get("val/miou", float("nan")))
+
+
+if __name__ == "__main__":
+    app()
