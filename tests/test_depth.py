@@ -18,7 +18,7 @@ from corda.depth.train import (
     predict_depth,
 )
 from corda.errors import CordaError
-from corda.geometry import stereo_transform, warp
+from corda.geometry import depth_to_disp, stereo_transform, warp
 from corda.losses.photometric import edge_aware_smoothness, min_reprojection, photometric_error, ssim
 from corda.models.depth_net import DepthNet
 from corda.models.pose_net import PoseNet
@@ -59,12 +59,13 @@ def test_photometric_error_weights():
     x = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
     y = x + 0.1  # constant images: SSIM is driven by the means only
     # α = 0: pure L1.
-    torch.testing.assert_close(photometric_error(x, y, alpha=0.0), torch.full((1, 1, 8, 8), 0.1, dtype=torch.float64))
+    l1 = torch.full((1, 1, 8, 8), 0.1, dtype=torch.float64)
+    torch.testing.assert_close(photometric_error(x, y, alpha=0.0), l1)
     # α = 0.85 mixes 0.85·(1 − SSIM)/2 + 0.15·L1; with constant patches SSIM = (2μxμy + C1)/(μx² + μy² + C1).
     c1 = 0.01**2
     s = (2 * 0.5 * 0.6 + c1) / (0.25 + 0.36 + c1)
     expected = 0.85 * (1 - s) / 2 + 0.15 * 0.1
-    torch.testing.assert_close(photometric_error(x, y), torch.full((1, 1, 8, 8), expected, dtype=torch.float64))
+    torch.testing.assert_close(photometric_error(x, y), torch.full_like(l1, expected))
 
 
 def test_min_reprojection_takes_the_per_pixel_minimum():
@@ -178,8 +179,8 @@ def test_config_validation():
         from_mapping(DepthConfig, {"mode": "video"}, "depth")
     with pytest.raises(ConfigError, match="depth.num_scales"):
         from_mapping(DepthConfig, {"num_scales": 5}, "depth")
-    with pytest.raises(CordaError, match="min_depth_m"):
-        DepthConfig(min_depth_m=10.0, max_depth_m=5.0)
+    with pytest.raises(ConfigError, match="min_depth_m"):
+        from_mapping(DepthConfig, {"min_depth_m": 10.0, "max_depth_m": 5.0}, "depth")
 
 
 def test_colour_jitter_is_per_sample_and_optional():
@@ -191,6 +192,49 @@ def test_colour_jitter_is_per_sample_and_optional():
     same = colour_jitter(img, torch.tensor([[1.0, 1.0, 1.0, 0.0]] * B, dtype=torch.float64),
                          torch.tensor([True, True]))
     torch.testing.assert_close(same, img, atol=1e-5, rtol=0)
+
+
+class ConstantDisparity(torch.nn.Module):
+    """A stand-in depth net: the same sigmoid disparity everywhere; records the input it was given."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.tensor(math.log(value / (1 - value))))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x)
+        b, _, h, w = x.shape
+        return [torch.sigmoid(self.logit).expand(b, 1, h >> s, w >> s) for s in range(4)]
+
+
+def test_colour_jitter_reaches_the_network_but_not_the_loss():
+    batch = stereo_batch()
+    kw = dict(mode="stereo", automask=False, flip=False, num_scales=1)
+    losses = {}
+    for jitter in (False, True):
+        net = ConstantDisparity(0.3)
+        cfg = DepthConfig(colour_jitter=jitter, **kw)
+        gen = torch.Generator().manual_seed(3)
+        losses[jitter] = depth_train_step({"depth": net}, batch, cfg, gen)["loss"]
+        seen = net.seen[0]
+        assert torch.equal(seen, batch["image"]) != jitter
+    torch.testing.assert_close(losses[True], losses[False])
+
+
+def test_flipped_stereo_pairs_stay_consistent():
+    # With the true depth, a mirrored pair must reconstruct exactly as well as the original: its error map is
+    # the mirror image (right camera at −baseline). A wrong stereo side would sample 4 px the wrong way.
+    batch = stereo_batch()
+    true_sigmoid = depth_to_disp(torch.tensor(FX * BASELINE / TRUE_DISP), 1.0, 100.0).item()
+    kw = dict(mode="stereo", automask=False, colour_jitter=False, num_scales=1, min_depth_m=1.0)
+    seed = 0
+    assert (torch.rand(B, generator=torch.Generator().manual_seed(seed)) < 0.5).any()  # some sample flips
+    loss = {flip: depth_train_step({"depth": ConstantDisparity(true_sigmoid)}, batch,
+                                   DepthConfig(flip=flip, **kw), torch.Generator().manual_seed(seed))["loss"]
+            for flip in (False, True)}
+    torch.testing.assert_close(loss[True], loss[False], atol=1e-5, rtol=0)
+    assert loss[False] < 0.05
 
 
 def _run(cfg: DepthConfig, steps: int, batch: dict[str, torch.Tensor], seed: int = 0):

@@ -91,7 +91,8 @@ def test_axis_angle_round_trip_and_matrix_exponential():
     skew = skew - skew.transpose(1, 2)
     torch.testing.assert_close(R, torch.linalg.matrix_exp(skew))
     # Rotating by −aa undoes the rotation; the axis is a fixed point.
-    torch.testing.assert_close(axis_angle_to_matrix(-aa) @ R, torch.eye(3, dtype=torch.float64).expand(3, 3, 3))
+    eye = torch.eye(3, dtype=torch.float64).expand(3, 3, 3)
+    torch.testing.assert_close(axis_angle_to_matrix(-aa) @ R, eye)
     torch.testing.assert_close((R @ aa.unsqueeze(-1)).squeeze(-1), aa)
 
 
@@ -105,7 +106,8 @@ def test_pose_inverse():
     aa = torch.tensor([[0.1, 0.2, -0.3]])
     t = torch.tensor([[1.0, -2.0, 0.5]])
     T = pose_to_matrix(aa, t)
-    torch.testing.assert_close(pose_to_matrix(aa, t, invert=True) @ T, torch.eye(4).unsqueeze(0), atol=1e-6, rtol=0)
+    inv = pose_to_matrix(aa, t, invert=True)
+    torch.testing.assert_close(inv @ T, torch.eye(4).unsqueeze(0), atol=1e-6, rtol=0)
     torch.testing.assert_close(T[0, :3, 3], t[0])
 
 
@@ -176,6 +178,7 @@ def test_warp_with_true_disparity_reconstructs_the_target(two_planes):
 def test_warp_is_differentiable_in_depth():
     left, right = _stereo_scene(torch.full((H,), 4))
     depth = torch.full((B, 1, H, W), 3.0, requires_grad=True)
-    err = photometric_error(warp(right, depth, intrinsics(), stereo_transform(torch.full((B,), 0.5), 1)), left)
+    T = stereo_transform(torch.full((B,), 0.5), 1)
+    err = photometric_error(warp(right, depth, intrinsics(), T), left)
     err.mean().backward()
     assert depth.grad.abs().sum() > 0

@@ -38,7 +38,9 @@ from corda.io import read_image, read_json
 log = logging.getLogger(__name__)
 
 #: Fields a :class:`SegDepthDataset` can return (besides "name" and "index").
-FIELDS: tuple[str, ...] = ("image", "label", "depth", "right", "prev", "next", "K", "baseline", "disparity")
+FIELDS: tuple[str, ...] = ("image", "label", "depth", "right", "prev", "next", "K", "baseline", "disparity",
+                           "pseudo_label", "pseudo_weight")
+_PSEUDO = ("pseudo_label", "pseudo_weight")
 #: The file field each sample field is read from.
 _FILE_OF = {"image": "image", "label": "label", "depth": "depth", "right": "right", "prev": "prev",
             "next": "next", "K": "camera", "baseline": "camera", "disparity": "disparity"}
@@ -381,7 +383,8 @@ class SegDepthDataset(torch.utils.data.Dataset):
 
     def __init__(self, index: DatasetIndex, fields: Sequence[str], resize_hw: Sequence[int] | None,
                  crop_hw: Sequence[int] | None, depth_h5: str | os.PathLike | None = None, seed: int = 0,
-                 strict: bool = True, image_resample: Literal["bilinear", "bicubic"] = "bilinear") -> None:
+                 strict: bool = True, image_resample: Literal["bilinear", "bicubic"] = "bilinear",
+                 pseudo_h5: str | os.PathLike | None = None) -> None:
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown dataset fields {unknown}; choose from {list(FIELDS)}")
@@ -399,8 +402,16 @@ class SegDepthDataset(torch.utils.data.Dataset):
         self.image_resample = image_resample
         self._h5: Any = None
         self._h5_rows: list[int] = []
+        self.pseudo_h5 = str(pseudo_h5) if pseudo_h5 is not None else None
+        self._pl: Any = None
+        self._pl_rows: list[int] = []
+        if any(f in _PSEUDO for f in self.fields) and self.pseudo_h5 is None:
+            raise ValueError("fields pseudo_label/pseudo_weight need pseudo_h5 (the pseudo_labels output)")
+        if self.pseudo_h5 is not None:
+            self._pseudo_file()
         for f in self.fields:
-            self._check_available(f)
+            if f not in _PSEUDO:
+                self._check_available(f)
         if "depth" in self.fields and self.depth_h5 is not None:
             self._depth_file()  # fail at construction, not in a DataLoader worker mid-training
 
@@ -447,6 +458,21 @@ class SegDepthDataset(torch.utils.data.Dataset):
             self._h5 = h5
         return self._h5
 
+    def _pseudo_file(self) -> Any:
+        """The HDF5 pseudo-label reader (self-training) with the row of every item."""
+        if self._pl is None:
+            from corda.h5io import PseudoLabelH5
+
+            pl = PseudoLabelH5(self.pseudo_h5)
+            known = set(pl.names)
+            missing = [n for n in self.index.names if n not in known]
+            if missing:
+                raise DataError(f"{self.pseudo_h5}: no pseudo-labels for {len(missing)} of {len(self)} images "
+                                f"(e.g. {missing[0]!r}); re-run `dvc repro pseudo_labels`")
+            self._pl_rows = [pl.index_of(n) for n in self.index.names]
+            self._pl = pl
+        return self._pl
+
     def load_raw(self, i: int) -> dict[str, Any]:
         """The requested fields of item ``i`` at their stored size, decoded and checked.
 
@@ -481,6 +507,10 @@ class SegDepthDataset(torch.utils.data.Dataset):
             out["K"], out["baseline"] = read_camera(idx.path("camera", i))
         if "disparity" in fields:
             out["disparity"] = read_disparity_png(idx.path("disparity", i))
+        if "pseudo_label" in fields:
+            out["pseudo_label"] = np.asarray(self._pseudo_file().label(self._pl_rows[i]), dtype=np.uint8)
+        if "pseudo_weight" in fields:
+            out["pseudo_weight"] = np.asarray(self._pseudo_file().weight(self._pl_rows[i]), dtype=np.float32)
         return out
 
     def _crop_origin(self, i: int, draw: int, out_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -508,9 +538,13 @@ class SegDepthDataset(torch.utils.data.Dataset):
             if f in self.fields:
                 a = resize_array(raw[f], out_hw, self.image_resample)[win]
                 sample[f] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0)
-        if "label" in self.fields:
-            lab = resize_array(raw["label"], out_hw, "nearest")[win]
-            sample["label"] = torch.from_numpy(lab.astype(np.int64))
+        for f in ("label", "pseudo_label"):
+            if f in self.fields:
+                lab = resize_array(raw[f], out_hw, "nearest")[win]
+                sample[f] = torch.from_numpy(lab.astype(np.int64))
+        if "pseudo_weight" in self.fields:
+            pw = resize_array(raw["pseudo_weight"], out_hw, "nearest")[win]
+            sample["pseudo_weight"] = torch.from_numpy(np.array(pw, dtype=np.float32))
         if "depth" in self.fields:
             # Nearest keeps the exact 1.0 "invalid" value that BerHu tests with == (method.md §2.2).
             d = resize_array(raw["depth"].astype(np.float32, copy=False), out_hw, "nearest")[win]

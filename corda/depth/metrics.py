@@ -69,8 +69,8 @@ def evaluate_depth(pred: ArrayLike, gt: ArrayLike, min_depth: float, max_depth: 
     Args:
         pred: (H, W) predicted depth, metres (or the network's scale for monocular models).
         gt: (H, W) ground-truth depth; NaN, ±Inf and ≤ 0 mark invalid pixels.
-        min_depth, max_depth: evaluation range: only gt strictly inside it counts, and predictions are capped to it
-            (after median scaling, as in the standard protocol).
+        min_depth, max_depth: evaluation range: only gt strictly inside it counts, and predictions are
+            capped to it (after median scaling, as in the standard protocol).
         median_scaling: scale pred by ``median(gt) / median(pred)`` over the valid pixels (monocular models).
         valid: optional (H, W) bool mask of pixels to consider (e.g. a crop excluding the ego-vehicle).
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from corda.config import field
-from corda.errors import CordaError
+from corda.errors import ConfigError, CordaError
 from corda.geometry import disp_to_depth, pose_to_matrix, stereo_transform, warp
 from corda.losses.photometric import edge_aware_smoothness, min_reprojection, photometric_error
 from corda.models.depth_net import DepthNet
@@ -62,7 +62,7 @@ class DepthConfig:
 
     def __post_init__(self) -> None:
         if not self.min_depth_m < self.max_depth_m:
-            raise CordaError(f"depth.min_depth_m ({self.min_depth_m}) must be below depth.max_depth_m "
+            raise ConfigError(f"depth.min_depth_m ({self.min_depth_m}) must be below depth.max_depth_m "
                              f"({self.max_depth_m})")
 
 
@@ -97,7 +97,7 @@ def build_depth_models(cfg: DepthConfig) -> dict[str, nn.Module]:
     return models
 
 
-# ------------------------------------------------------------------------------------------------ augmentation
+# ------------------------------------------------------------------------------------------ augmentation
 
 def _grey(img: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) → (B, 1, H, W) luma (ITU-R 601 weights, as torchvision)."""
@@ -158,12 +158,13 @@ def _flip_batch(batch: dict[str, torch.Tensor], flip: torch.Tensor
     return out, side
 
 
-# ------------------------------------------------------------------------------------------------ training step
+# ----------------------------------------------------------------------------------------- training step
 
 def _check_batch(batch: dict[str, torch.Tensor], mode: Mode) -> None:
     missing = [k for k in required_keys(mode) if k not in batch]
     if missing:
-        raise CordaError(f"depth mode {mode!r} needs batch keys {list(required_keys(mode))}; missing {missing}")
+        raise CordaError(f"depth mode {mode!r} needs batch keys {list(required_keys(mode))}; "
+                         f"missing {missing}")
     img = batch["image"]
     if img.dim() != 4 or img.shape[1] != 3:
         raise CordaError(f"batch 'image' must be (B, 3, H, W), got {tuple(img.shape)}")
@@ -200,6 +201,8 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
     def net_input(img: torch.Tensor) -> torch.Tensor:
         return img if jitter is None else colour_jitter(img, *jitter)
 
+    target_in = net_input(target)
+
     # Source views: (image used in the loss, target → source transform).
     sources: list[tuple[torch.Tensor, torch.Tensor]] = []
     if uses_stereo(cfg.mode):
@@ -207,14 +210,13 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
         sources.append((batch["right"], T))
     if uses_video(cfg.mode):
         pose_net = models["pose"]
-        cur = net_input(target)
         # Frames are fed in temporal order; PoseNet(a, b) maps camera a into camera b (Monodepth2 practice).
-        aa, t = pose_net(net_input(batch["prev"]), cur)
+        aa, t = pose_net(net_input(batch["prev"]), target_in)
         sources.append((batch["prev"], pose_to_matrix(aa, t, invert=True)))
-        aa, t = pose_net(cur, net_input(batch["next"]))
+        aa, t = pose_net(target_in, net_input(batch["next"]))
         sources.append((batch["next"], pose_to_matrix(aa, t, invert=False)))
 
-    disps = depth_net(net_input(target))[: cfg.num_scales]
+    disps = depth_net(target_in)[: cfg.num_scales]
     identity = ([photometric_error(src, target, cfg.ssim_alpha) for src, _ in sources]
                 if cfg.automask else None)
 
@@ -230,7 +232,8 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
         loss_map, mask = min_reprojection(errors, identity, generator)
         photo = loss_map.mean()
         # Smoothness at the disparity's own scale against the correspondingly downsampled target image.
-        img_s = target if disp.shape[-2:] == (h, w) else F.interpolate(target, size=disp.shape[-2:], mode="area")
+        img_s = (target if disp.shape[-2:] == (h, w)
+                 else F.interpolate(target, size=disp.shape[-2:], mode="area"))
         smooth = cfg.smoothness * edge_aware_smoothness(disp, img_s) / (2**s)
         photo_total = photo_total + photo
         smooth_total = smooth_total + smooth

@@ -77,9 +77,9 @@ def load_resnet_weights(resnet: nn.Module, path: str | Path, in_frames: int = 1)
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad:
         found = "missing" if bad[0] not in state else f"shaped {tuple(state[bad[0]].shape)}"
-        raise CordaError(f"{path} does not hold this ResNet's weights: {len(bad)} tensors missing or of another "
-                         f"shape (first: {bad[0]}, {found}, expected {tuple(own[bad[0]].shape)}); check the "
-                         "backbone setting")
+        raise CordaError(f"{path} does not hold this ResNet's weights: {len(bad)} tensors missing or of "
+                         f"another shape (first: {bad[0]}, {found}, expected {tuple(own[bad[0]].shape)}); "
+                         "check the backbone setting")
     resnet.load_state_dict({k: state[k] for k in own}, strict=False)
     log.info("loaded %d tensors from %s", len(own), path)
 
@@ -96,7 +96,8 @@ class ResNetEncoder(nn.Module):
     ``channels`` channels (64, 64, 128, 256, 512 for resnet18/34; 64, 256, 512, 1024, 2048 for resnet50).
     """
 
-    def __init__(self, backbone: Backbone = "resnet18", pretrained: str | Path | None = None, in_frames: int = 1):
+    def __init__(self, backbone: Backbone = "resnet18", pretrained: str | Path | None = None,
+                 in_frames: int = 1):
         super().__init__()
         if backbone not in _BUILDERS:
             raise CordaError(f"unknown depth backbone {backbone!r}; choose one of {sorted(_BUILDERS)}")
@@ -193,7 +194,8 @@ class DepthNet(nn.Module):
                  min_depth: float = 0.1, max_depth: float = 100.0):
         super().__init__()
         if not 0 < min_depth < max_depth:
-            raise CordaError(f"depth range must satisfy 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+            raise CordaError(f"depth range must satisfy 0 < min_depth < max_depth, got {min_depth}, "
+                             f"{max_depth}")
         self.encoder = ResNetEncoder(backbone, pretrained)
         self.decoder = DepthDecoder(self.encoder.channels)
         self.min_depth = float(min_depth)

@@ -26,8 +26,8 @@ class PoseNet(nn.Module):
             two frames (see :func:`corda.models.depth_net.load_resnet_weights`).
 
     ``forward(a, b)``: two (B, 3, H, W) RGB frames in [0, 1] → ``(axisangle (B, 3) rad, translation (B, 3))``,
-    the motion that maps points in camera ``a`` to camera ``b`` (``corda.geometry.pose_to_matrix``). Feed frames
-    in temporal order and invert the transform for the earlier frame (see :mod:`corda.depth.train`).
+    the motion that maps points in camera ``a`` to camera ``b`` (``corda.geometry.pose_to_matrix``). Feed
+    frames in temporal order and invert the transform for the earlier frame (see :mod:`corda.depth.train`).
     """
 
     def __init__(self, backbone: Backbone = "resnet18", pretrained: str | Path | None = None):
