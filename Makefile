@@ -22,8 +22,9 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# dvc.yaml commands call `python`: put the venv first on PATH so they run in it.
 repro: $(STAMP)
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -186,8 +186,8 @@ class DepthNet(nn.Module):
         min_depth, max_depth: metres; the sigmoid disparity maps linearly onto [1/max, 1/min] (0.1, 100).
 
     ``forward(x)``: (B, 3, H, W) RGB in [0, 1] (ImageNet normalisation happens inside) → list of 4 sigmoid
-    disparities, scale s shaped (B, 1, H/2^s, W/2^s); scale 0 is full resolution. H and W should be multiples
-    of 32.
+    disparities, scale s shaped (B, 1, H/2^s, W/2^s); scale 0 is full resolution. Other sizes work too (the
+    decoder matches each skip's size, so scale s is then ⌈H/2^s⌉-ish); multiples of 32 give exact halvings.
     """
 
     def __init__(self, backbone: Backbone = "resnet18", pretrained: str | Path | None = None,
