@@ -1,0 +1,93 @@
+"""params.yaml, the presets and the smoke profile load into the stages' typed configs, every key is
+declared to DVC by the stages that read it, and every stage has a working --help."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.common import load_params, section
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAM_FILES = [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]
+
+
+def _sections():
+    from corda.depth.pretrain import DepthStageConfig
+    from corda.segmentation import ModelConfig, TrainConfig
+    from stages.data import DataConfig
+    from stages.evaluate import EvalConfig
+    from stages.pseudo_labels import PseudoConfig
+    from stages.self_train import SelfTrainConfig
+
+    return {"data": DataConfig, "depth": DepthStageConfig, "model": ModelConfig, "train": TrainConfig,
+            "pseudo_labels": PseudoConfig, "self_train": SelfTrainConfig, "evaluate": EvalConfig}
+
+
+def _field_names(cls):
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
+def test_every_params_file_validates_and_is_complete(path):
+    params = load_params(path)
+    secs = _sections()
+    assert set(params) == set(secs)
+    for name, cls in secs.items():
+        section(params, name, cls)
+        # Every config field is spelled out (no hidden defaults), except `method`, given per stage.
+        assert _field_names(cls) - {"method"} == set(params[name]), name
+
+
+def test_dvc_yaml_declares_what_each_stage_reads():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = load_params(ROOT / "params.yaml")
+    depth_only = {"lambda_depth", "lambda_depth_mixed", "depth_weight", "depth_weight_per_image",
+                  "depth_weight_eps", "depth_invalid"}
+
+    def declared(stage):
+        out = set()
+        for p in dvc[stage]["params"]:
+            if "." in p:
+                out.add(p)
+            else:
+                out |= {f"{p}.{k}" for k in params[p]}
+        return out
+
+    for stage, reads in {"data": ["data"], "depth_pretrain": ["depth"], "depth_maps": ["depth"],
+                         "train_corda": ["model", "train"], "self_train": ["model", "train", "self_train"],
+                         "pseudo_labels": ["pseudo_labels"], "evaluate": ["evaluate"]}.items():
+        need = {f"{s}.{k}" for s in reads for k in params[s]}
+        assert need <= declared(stage), (stage, need - declared(stage))
+    for m in ("source_only", "dacs", "oracle"):
+        need = {f"model.{k}" for k in params["model"]} | {f"train.{k}" for k in params["train"] if k not in depth_only}
+        got = declared(f"train_{m}")
+        assert need <= got, (m, need - got)
+        assert not {f"train.{k}" for k in depth_only} & got  # lambda_depth must not re-run baselines
+
+
+@pytest.mark.parametrize("stage", ["data", "depth_pretrain", "depth_maps", "train", "pseudo_labels",
+                                   "self_train", "evaluate"])
+def test_stage_help(stage):
+    res = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--help"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0 and "Usage" in res.stdout
+
+
+def test_stages_index_lists_all():
+    res = subprocess.run([sys.executable, "-m", "stages", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0
+    for stage in ("data", "depth_pretrain", "depth_maps", "train", "pseudo_labels", "self_train", "evaluate"):
+        assert stage in res.stdout
+
+
+def test_bad_param_gives_one_line_error_naming_the_key(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("lambda_depth: 0.01 ", 'lambda_depth: "abc" ')
+    (tmp_path / "params.yaml").write_text(text)
+    res = subprocess.run([sys.executable, "-m", "stages.train", "--method", "corda", "--params",
+                          str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "train.lambda_depth" in res.stderr and len(res.stderr.strip().splitlines()) == 1
