@@ -35,7 +35,7 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
     from corda.depth.metrics import DepthMetricAccumulator
-    from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth
+    from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth, predict_full
     from corda.errors import CordaError
     from corda.h5io import write_depth_h5
     from corda.inference import iterate_batches
@@ -67,9 +67,7 @@ def main(
         sub = torch.utils.data.Subset(ds, range(min(100, len(ds))))
         ratios = []
         for batch in iterate_batches(sub, batch_size):
-            from corda.depth.train import predict_depth
-
-            d = predict_depth(net, batch["image"].to(device), cfg)
+            d = predict_full(net, batch["image"].to(device), cfg)
             heights = torch.tensor([float(read_json(index.path("camera", int(i)))["extrinsic"]["z"])
                                     for i in batch["index"]], device=device)
             ratios.append(camera_height_scale(d, batch["K"].to(device), heights))
@@ -101,10 +99,8 @@ def main(
         net, _ = load_net("target")
         val = SegDepthDataset(splits["target_val"], ("image", "disparity", "K", "baseline"), None, None)
         acc = DepthMetricAccumulator(cfg.min_depth_m, cfg.eval_max_depth_m, median_scaling=cfg.mode == "mono")
-        from corda.depth.train import predict_depth
-
         for batch in progress(iterate_batches(val, batch_size), None, "depth eval"):
-            pred = predict_depth(net, batch["image"].to(device), cfg).cpu()
+            pred = predict_full(net, batch["image"].to(device), cfg).cpu()
             for j in range(pred.shape[0]):
                 disp = batch["disparity"][j, 0].numpy()
                 gt = codecs.disparity_to_depth(disp, float(batch["baseline"][j]), float(batch["K"][j, 0, 0]))

@@ -53,7 +53,7 @@ def main(
             if missing:
                 raise ConfigError(f"depth.mode={cfg.mode}: the {domain} dataset ({index.kind} at {index.root}) has "
                                   f"no {missing} views; choose another depth.mode, or depth.source: ground_truth")
-            ds = SegDepthDataset(index, fields, None, None, seed=cfg.seed)
+            ds = SegDepthDataset(index, fields, cfg.resize_hw, None, seed=cfg.seed)
             models, trainer = train_depth(cfg, ds, device, Path("checkpoints/depth_pretrain") / f"{domain}.pt",
                                           {"manifest": file_hash(manifest), "domain": domain}, progress,
                                           desc=f"depth {domain}")

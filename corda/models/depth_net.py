@@ -8,6 +8,8 @@ which feeds it two frames stacked on the channel axis.
 
 from __future__ import annotations
 
+import math
+
 import logging
 from pathlib import Path
 from typing import Literal
@@ -200,6 +202,22 @@ class DepthNet(nn.Module):
         self.decoder = DepthDecoder(self.encoder.channels)
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
+        self._init_heads()
+
+    def _init_heads(self) -> None:
+        """Start every scale at a mid-range depth (geometric mean of the range).
+
+        With PyTorch's default init the sigmoid starts near 0.5, i.e. close to ``min_depth``: the
+        warps then sample far outside the frame and a network trained from scratch can collapse to
+        a saturated, constant disparity ("everything at infinity"). Small head weights and a bias at
+        the mid-range disparity keep the sigmoid in its responsive range from the first step.
+        """
+        lo, hi = 1.0 / self.max_depth, 1.0 / self.min_depth
+        s0 = (1.0 / math.sqrt(self.min_depth * self.max_depth) - lo) / (hi - lo)
+        for head in self.decoder.heads:
+            conv = head[-1]
+            nn.init.normal_(conv.weight, std=1e-3)
+            nn.init.constant_(conv.bias, math.log(s0 / (1.0 - s0)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.decoder(self.encoder(imagenet_normalise(x)))
