@@ -274,3 +274,56 @@ class PseudoLabelDiagnostics:
                     "pixels": int(total[b]),
                 })
         return records
+
+
+# ------------------------------------------------------------------------------------------------
+# Export: the same computations the training step uses, applied to whole target images
+
+WEIGHT_RULES = ("confidence_x_omega", "omega", "confidence", "threshold", "uniform")
+
+
+def final_weight(rule: str, conf, omega, threshold: float):
+    """The exported per-pixel weight (B, H, W) from confidence c and ω.
+
+    ``confidence_x_omega`` = c·ω, ``omega`` = ω, ``confidence`` = c, ``threshold`` = [c ≥ threshold]·ω,
+    ``uniform`` = 1.
+    """
+    if rule == "confidence_x_omega":
+        return conf * omega
+    if rule == "omega":
+        return omega
+    if rule == "confidence":
+        return conf
+    if rule == "threshold":
+        return (conf >= threshold).to(conf.dtype) * omega
+    if rule == "uniform":
+        return conf.new_ones(conf.shape)
+    raise ValueError(f"unknown weight rule {rule!r}; choose from {WEIGHT_RULES}")
+
+
+def pseudo_label_batch(teacher, images, depth_target, rule: str, threshold: float, eps: float = 1e-3,
+                       invalid: float = 1.0) -> dict:
+    """Pseudo-labels of a target batch with the depth-discrepancy weight (method.md §3.2, §4).
+
+    Args:
+        teacher: a CorDA network with depth decoders, in the mode the caller chose (eval for export).
+        images: (B, 3, H, W) target images in [0, 1], un-augmented.
+        depth_target: (B, 1, H, W) target depth in the CorDA encoding (1.0 = invalid).
+
+    Returns:
+        ``label`` (B, H, W) int64, ``confidence`` (B, H, W) max softmax, ``omega`` (B, H, W) ω of each
+        image on its own (the intended per-image rule, §4), ``weight`` (B, H, W) by ``rule``.
+    """
+    import torch
+
+    from corda.models.corda_net import upsample_outputs
+    from corda.uda import depth_discrepancy_weight
+
+    with torch.no_grad():
+        out = upsample_outputs(teacher(images), images.shape[-2:], keys=("S", "D", "D_src"))
+        conf, label = torch.softmax(out["S"].float(), 1).max(1)
+        omega, _ = depth_discrepancy_weight(out["D_src"], out["D"], depth_target, per_image=True, eps=eps,
+                                            invalid=invalid)
+        omega = omega[:, 0]
+    return {"label": label, "confidence": conf, "omega": omega,
+            "weight": final_weight(rule, conf, omega, threshold)}

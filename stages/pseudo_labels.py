@@ -28,23 +28,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 class PseudoConfig:
     batch_size: int = field(16, min=1)
     threshold: float = field(0.968, min=0, max=1)  # confidence threshold (recorded, used by rule "threshold")
-    # How the exported per-pixel weight is formed from confidence c and ω:
+    # How the exported per-pixel weight is formed from confidence c and ω (corda.pseudo.final_weight):
     # confidence_x_omega = c·ω, omega = ω, confidence = c, threshold = [c ≥ threshold]·ω, uniform = 1.
     weight_rule: Literal["confidence_x_omega", "omega", "confidence", "threshold", "uniform"] = "confidence_x_omega"
     device: str = "auto"
-
-
-def final_weight(rule: str, conf, omega, threshold: float):
-    """The exported per-pixel weight (B, H, W) from confidence and ω, by ``rule`` (see PseudoConfig)."""
-    if rule == "confidence_x_omega":
-        return conf * omega
-    if rule == "omega":
-        return omega
-    if rule == "confidence":
-        return conf
-    if rule == "threshold":
-        return (conf >= threshold).to(conf.dtype) * omega
-    return conf.new_ones(conf.shape)
 
 
 @app.command()
@@ -57,19 +44,17 @@ def main(
 ) -> None:
     """Export target pseudo-labels, confidence, ω and weights to pseudo/target.h5, with diagnostics."""
     import numpy as np
-    import torch
 
     from corda import report
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
     from corda.h5io import write_pseudo_h5
-    from corda.inference import iterate_batches, segment
+    from corda.inference import iterate_batches
     from corda.io import file_hash, write_json
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
-    from corda.pseudo import PseudoLabelDiagnostics
+    from corda.pseudo import PseudoLabelDiagnostics, pseudo_label_batch
     from corda.segmentation import load_model, resolve_device
-    from corda.uda import depth_discrepancy_weight
 
     cfg = section(load_params(params), "pseudo_labels", PseudoConfig)
     device = resolve_device(cfg.device)
@@ -91,15 +76,10 @@ def main(
     def items():
         for batch in progress(iterate_batches(ds, cfg.batch_size), (len(ds) + cfg.batch_size - 1) // cfg.batch_size,
                               "pseudo-labels"):
-            images = batch["image"].to(device)
-            out = segment(teacher, images, keys=("S", "D", "D_src"))
-            conf, label = torch.softmax(out["S"], 1).max(1)
-            d_t = batch["depth"].to(device)
-            omega, _ = depth_discrepancy_weight(out["D_src"], out["D"], d_t, per_image=True)
-            omega = omega[:, 0]
-            weight = final_weight(cfg.weight_rule, conf, omega, cfg.threshold)
-            for j in range(images.shape[0]):
-                lab, c, o, w = (t[j].cpu().numpy() for t in (label, conf, omega, weight))
+            r = pseudo_label_batch(teacher, batch["image"].to(device), batch["depth"].to(device),
+                                   cfg.weight_rule, cfg.threshold)
+            for j in range(r["label"].shape[0]):
+                lab, c, o, w = (r[k][j].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
                 if "label" in batch:
                     diag.update(lab, batch["label"][j].numpy(), c, o, w)
                 yield batch["name"][j], lab.astype(np.uint8), c, o, w

@@ -1,0 +1,85 @@
+"""The paper's comparison and ablations over several seeds, on the current pipeline's data and depth.
+
+Runs source_only, dacs, corda, oracle, corda without the feature exchange (model.distillation=false)
+and corda without ω (train.depth_weight=false) for each seed, with params.yaml's settings (after
+`dvc repro depth_maps`), and writes mean ± std target-val mIoU to benchmarks/RESULTS.md.
+
+    python benchmarks/ablation.py --seeds 1 2 3             # the full study (about 3 × 20 min on 2 CPU cores)
+    python benchmarks/ablation.py --seeds 1 --iterations 200  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+VARIANTS = {
+    "source_only": ("source_only", {}, {}),
+    "dacs": ("dacs", {}, {}),
+    "corda": ("corda", {}, {}),
+    "corda w/o feature exchange": ("corda", {"distillation": False}, {}),
+    "corda w/o ω": ("corda", {}, {"depth_weight": False}),
+    "oracle": ("oracle", {}, {}),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--iterations", type=int, default=None, help="override train.iterations")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--out", default="benchmarks/RESULTS.md")
+    args = ap.parse_args()
+
+    from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.labels import CLASS_SETS
+    from corda.log import setup_logging
+    from corda.segmentation import (ModelConfig, TrainConfig, make_eval_fn, resolve_device, run_training,
+                                    seg_datasets, set_seeds)
+    from stages.common import load_params, section
+
+    setup_logging("WARNING")
+    p = load_params("params.yaml")
+    mcfg0, tcfg0 = section(p, "model", ModelConfig), section(p, "train", TrainConfig)
+    device = resolve_device(tcfg0.device)
+    splits = load_splits("data/manifest.json")
+    class_set = CLASS_SETS[class_set_name(load_manifest("data/manifest.json"))]
+    scores: dict[str, list[float]] = {v: [] for v in args.variants}
+    for seed in args.seeds:
+        for name in args.variants:
+            method, mover, tover = VARIANTS[name]
+            mcfg = dataclasses.replace(mcfg0, **mover)
+            tcfg = dataclasses.replace(tcfg0, seed=seed, eval_every=0, **tover,
+                                       **({"iterations": args.iterations} if args.iterations else {}))
+            set_seeds(seed)
+            src, tgt, val = seg_datasets(splits, tcfg, Path("depth"), with_target_labels=method == "oracle")
+            ev = make_eval_fn(val, mcfg.num_classes, class_set, 32, 0, device)
+            t0 = time.perf_counter()
+            student, _, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src, target_ds=tgt,
+                                         device=device, scratch=Path(f"checkpoints/ablation/{name}-{seed}.pt"),
+                                         inputs_fp={"ablation": name, "seed": seed})
+            miou = 100 * ev(student, tcfg.iterations)["val/miou"]
+            scores[name].append(miou)
+            print(f"seed {seed}  {name:28s} mIoU {miou:5.1f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    lines = ["| method | mIoU (mean ± std) | per seed |", "|---|---:|---|"]
+    for name, v in scores.items():
+        lines.append(f"| {name} | {np.mean(v):.1f} ± {np.std(v):.1f} | {', '.join(f'{x:.1f}' for x in v)} |")
+    table = "\n".join(lines)
+    print(table)
+    Path(args.out).write_text(
+        f"# Ablation on the embedded benchmark\n\nCommand: `python benchmarks/ablation.py --seeds {' '.join(map(str, args.seeds))}"
+        f"{' --iterations ' + str(args.iterations) if args.iterations else ''}`; params.yaml at the time of the run.\n\n"
+        f"{table}\n")
+
+
+if __name__ == "__main__":
+    main()
