@@ -63,7 +63,7 @@ def test_cityscapes_round_trip(cs):
         idx = scan_dataset("cityscapes", root, split)
         assert idx.names == [it.name for it in planted[split]]
         assert set(idx.paths) == {"image", "label", "right", "prev", "next", "camera", "disparity"}
-        ds = SegDepthDataset(idx, [f for f in FIELDS if f != "depth"], None, None)
+        ds = SegDepthDataset(idx, [f for f in FIELDS if f not in ("depth", "pseudo_label", "pseudo_weight")], None, None)
         for i, it in enumerate(planted[split]):
             s = ds[i]
             assert s["name"] == it.name and s["index"] == i

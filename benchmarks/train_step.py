@@ -1,0 +1,123 @@
+"""Throughput and peak memory of the CorDA training step at the paper's configuration.
+
+ResNet-101 DeepLab-v2 (output stride 8), 512×512 crops, 2 source + 2 target images, the EMA teacher's
+forward included: one `corda.seg_train.train_step` + backward + SGD step + EMA update per iteration.
+Rows: the fp32 eager path (the published recipe's precision) first, as the baseline, then faster
+paths measured in the same run (TF32, bf16 autocast, channels_last), printed with their ratio; then
+inference images/s at 512×1024.
+
+    python benchmarks/train_step.py                 # GPU: the paper's configuration
+    python benchmarks/train_step.py --backbone resnet18 --crop 128 --batch 2 --steps 3   # CPU smoke check
+
+Needs only torch and torchvision (plus this repository's `corda` package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run(variant: dict, args, device) -> tuple[float, float]:
+    from corda.seg_train import SegTrainConfig, build_seg_model, train_step
+    from corda.uda import ema_update
+
+    torch.backends.cuda.matmul.allow_tf32 = variant["tf32"]
+    torch.backends.cudnn.allow_tf32 = variant["tf32"]
+    torch.backends.cudnn.benchmark = variant.get("cudnn_benchmark", False)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if variant["channels_last"] else torch.contiguous_format
+    student = build_seg_model("corda", backbone=args.backbone, output_stride=8).to(device, memory_format=fmt)
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
+    b, c = args.batch, args.crop
+    src = {"image": torch.rand(b, 3, c, c, device=device).contiguous(memory_format=fmt),
+           "label": torch.randint(0, 19, (b, c, c), device=device),
+           "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}
+    tgt = {"image": torch.rand(b, 3, c, c, device=device).contiguous(memory_format=fmt),
+           "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}
+    cfg = SegTrainConfig(method="corda")
+    gen = torch.Generator().manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(args.warmup + args.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant["bf16"]):
+            out = train_step(student, teacher, src, tgt, cfg, i, gen)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        ema_update(teacher, student, i, 0.999)
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return times[len(times) // 2], peak
+
+
+@torch.no_grad()
+def inference(args, device, bf16: bool) -> float:
+    from corda.seg_train import build_seg_model
+
+    model = build_seg_model("corda", backbone=args.backbone, output_stride=8).to(device).eval()
+    x = torch.rand(1, 3, args.crop, 2 * args.crop, device=device)
+    times = []
+    for i in range(args.warmup + args.steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(x)["S"].argmax(1)
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1.0 / times[len(times) // 2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="resnet101")
+    ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=2, help="source images = target images per step")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variants = [("fp32 eager", dict(tf32=False, bf16=False, channels_last=False))]
+    if device.type == "cuda":
+        variants += [("tf32 + channels_last", dict(tf32=True, bf16=False, channels_last=True, cudnn_benchmark=True)),
+                     ("bf16 autocast", dict(tf32=True, bf16=True, channels_last=False, cudnn_benchmark=True)),
+                     ("bf16 + channels_last", dict(tf32=True, bf16=True, channels_last=True, cudnn_benchmark=True))]
+    rows = []
+    for name, v in variants:
+        sec, peak = run(v, args, device)
+        rows.append((name, sec, 2 * args.batch / sec, peak))
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"device: {dev}, torch {torch.__version__}, {args.backbone} OS8, crop {args.crop}, batch {args.batch}+{args.batch}")
+    print("| path | ms/step | images/s | peak GiB | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for name, sec, ips, peak in rows:
+        print(f"| {name} | {1000 * sec:.1f} | {ips:.1f} | {peak:.2f} | {rows[0][1] / sec:.2f}x |")
+    print(f"inference {args.crop}x{2 * args.crop}: {inference(args, device, False):.1f} images/s fp32"
+          + (f", {inference(args, device, True):.1f} bf16" if device.type == "cuda" else ""))
+
+
+if __name__ == "__main__":
+    main()
