@@ -80,3 +80,56 @@ def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
     assert "train_corda" in changed
     assert not changed & {"data", "depth_pretrain", "depth_maps", "train_source_only", "train_dacs", "train_oracle"}
     # Downstream stages depend on models/corda.pt, so DVC re-runs them once train_corda has.
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (make test "
+                    "installs it when it runs as root with apt-get)")
+def test_plots_page_draws_offline_in_headless_chromium(smoke_repo, tmp_path):
+    """`dvc plots show` with the committed offline template: every vega chart and every PNG draws in a
+    real browser with no network (the template's footer counts them; see docs/make_plots_template.py)."""
+    import re
+
+    out = tmp_path / "dvc_plots"
+    _run(DVC + ["plots", "show", "-o", str(out)], smoke_repo)
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr.net" not in page and "corda-render-check" in page
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--virtual-time-budget=20000", "--window-size=1200,2000"]
+    dom = subprocess.run(browser + ["--dump-dom", (out / "index.html").as_uri()], capture_output=True, text=True,
+                         timeout=180).stdout
+    footer = re.search(r'<footer id="corda-render-check"[^>]*>', dom)
+    assert footer, dom[-2000:]
+    attrs = dict(re.findall(r'data-([a-z-]+)="(\d+)"', footer.group(0)))
+    assert int(attrs["charts"]) >= 5 and attrs["drawn"] == attrs["charts"], footer.group(0)
+    assert int(attrs["images"]) >= 5 and attrs["images-ok"] == attrs["images"], footer.group(0)
+    shot = tmp_path / "page.png"
+    subprocess.run(browser + [f"--screenshot={shot}", (out / "index.html").as_uri()], capture_output=True,
+                   timeout=180)
+    from PIL import Image
+
+    import numpy as np
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # not a blank page
+
+
+@pytest.mark.slow
+def test_remote_push_then_a_second_clone_pulls_without_retraining(smoke_repo, tmp_path):
+    """A team shares results through a DVC remote (here a local folder): push from one clone, pull
+    into another, and the second clone has the trained models and nothing to re-run."""
+    remote = tmp_path / "remote"
+    _run(DVC + ["remote", "add", "-d", "shared", str(remote)], smoke_repo)
+    _run(["git", "add", "-A"], smoke_repo)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], smoke_repo)
+    _run(DVC + ["push"], smoke_repo)
+    assert any(remote.rglob("*")), "nothing was pushed"
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(smoke_repo), str(clone)], tmp_path)
+    assert not (clone / "models").exists()
+    _run(DVC + ["pull"], clone)
+    for p in ("models/corda.pt", "models/corda_round2.pt", "depth/target.h5", "pseudo/target.h5"):
+        assert (clone / p).read_bytes() == (smoke_repo / p).read_bytes(), p
+    status = _run(DVC + ["status"], clone).stdout
+    assert "up to date" in status, status

@@ -1,0 +1,287 @@
+"""Applying a trained model to a user's own images: labels, overlay, depth and a difficulty map.
+
+The network sees each image resized (bilinear, aspect ratio kept) to the model's input height, as
+in evaluation (method.md §6: 512×1024 for Cityscapes); logits and depth are upsampled back to the
+image's own size (bilinear, align_corners=True, as :func:`corda.inference.segment`). Images of
+equal input shape are batched together, so any mix of sizes and aspect ratios works.
+
+Outputs per image (``<stem>`` keeps the input's sub-folders):
+
+- ``labels/<stem>.png``: uint8 trainIds (0..18), or Cityscapes label ids for the official evaluator.
+- ``overlay/<stem>.png``: the image blended with the Cityscapes palette.
+- ``depth/<stem>.png``: uint16 metric depth × 256 (the KITTI depth-PNG convention; 0 = invalid,
+  saturates at 255.99 m) from the target depth decoder; ``depth_color/<stem>.png`` colourises
+  inverse depth.
+- ``difficulty/<stem>.png``: uint8, 255 × the relative disagreement of the source and target depth
+  decoders, clip(|d_src − d_tgt| / d_tgt, 0, 1) in CorDA's inverse-depth encoding. It is 1 − ω of
+  method.md §4 with the target decoder's own output standing in for the depth target that training
+  uses (none exists for a new image): bright = hard to adapt.
+
+Depth and difficulty need a model with depth decoders (corda, source_only, oracle, corda_round2);
+a DACS model gives labels and overlays only.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from corda.errors import CordaError, DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+DEPTH_PNG_SCALE = 256.0  # KITTI convention: uint16 = metric depth × 256, 0 = invalid
+OUTPUT_DIRS = ("labels", "overlay", "depth", "depth_color", "difficulty")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: Path
+    stem: str  # relative output name without suffix, e.g. "frankfurt/frankfurt_000000_000294_leftImg8bit"
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[ImageItem]:
+    """Images named by folders (searched recursively), glob patterns or files, in a stable order.
+
+    Output stems keep a folder's sub-folders; files and glob matches use their own name. Two inputs
+    that would write the same stem, or nothing found at all, raise :class:`DataError`.
+    """
+    items: list[ImageItem] = []
+    for spec in inputs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder or below; "
+                                "point at the folder that holds the frames")
+            items += [ImageItem(f, str(f.relative_to(p).with_suffix(""))) for f in found]
+        elif p.is_file():
+            items.append(ImageItem(p, p.stem))
+        elif glob.has_magic(str(spec)):
+            found = sorted(Path(f) for f in glob.glob(str(spec), recursive=True)
+                           if Path(f).is_file() and Path(f).suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{spec}: the pattern matches no image files; check the path and quote it "
+                                "so the shell does not expand it")
+            items += [ImageItem(f, f.stem) for f in found]
+        else:
+            raise DataError(f"{p}: no such file or folder; give a folder of images, an image, or a glob pattern")
+    seen: dict[str, Path] = {}
+    for it in items:
+        if it.stem in seen:
+            raise DataError(f"{it.path} and {seen[it.stem]} would both write '{it.stem}'; "
+                            "pass their common parent folder instead so sub-folders keep them apart")
+        seen[it.stem] = it.path
+    return items
+
+
+def input_shape(h: int, w: int, input_height: int, multiple: int = 16) -> tuple[int, int]:
+    """Network input (H, W) for an h×w image: height ``input_height``, aspect kept, W a multiple of ``multiple``."""
+    width = max(multiple, int(round(w * input_height / h / multiple)) * multiple)
+    return input_height, width
+
+
+@dataclass
+class Prediction:
+    """One image's outputs at its own size (H, W)."""
+
+    item: ImageItem
+    image: np.ndarray  # (H, W, 3) uint8
+    label: np.ndarray  # (H, W) uint8 trainIds
+    depth_m: np.ndarray | None = None  # (H, W) float32 metres (target decoder)
+    difficulty: np.ndarray | None = None  # (H, W) float32 in [0, 1]
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    from corda.io import read_image
+
+    try:
+        return read_image(path, "RGB")
+    except DataError as exc:
+        raise DataError(f"{exc}; remove or re-export the file and run again") from None
+
+
+def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:
+    """Upsample image ``j`` of a batch's outputs to the image's own size and decode them."""
+    from corda.data.codecs import MAX_DEPTH_M, inv_to_depth
+
+    size = image.shape[:2]
+    up = {k: F.interpolate(v[j:j + 1].float(), size=size, mode="bilinear", align_corners=True)[0]
+          for k, v in out.items() if k in ("S", "D", "D_src")}
+    pred = Prediction(item, image, up["S"].argmax(0).to(torch.uint8).cpu().numpy())
+    if "D" in up:
+        d_tgt = up["D"][0].clamp_min(1.0)  # encoding ≥ 1 (1.0 = farthest representable depth)
+        pred.depth_m = np.clip(inv_to_depth(d_tgt.cpu().numpy()), 0.0, MAX_DEPTH_M)
+        pred.difficulty = ((up["D_src"][0] - d_tgt).abs() / d_tgt).clamp(0.0, 1.0).cpu().numpy()
+    return pred
+
+
+@torch.no_grad()
+def predict_images(model: torch.nn.Module, items: Sequence[ImageItem], input_height: int, batch_size: int,
+                   device: torch.device) -> Iterator[Prediction]:
+    """Predictions for ``items``, batched by network input shape; yields as soon as a batch is done.
+
+    Memory holds at most ``batch_size`` images per distinct input shape.
+    """
+    model.eval()
+    pending: dict[tuple[int, int], list[tuple[ImageItem, np.ndarray]]] = {}
+
+    def run(batch: list[tuple[ImageItem, np.ndarray]], shape: tuple[int, int]) -> Iterator[Prediction]:
+        x = torch.stack([torch.from_numpy(np.array(Image.fromarray(img).resize(shape[::-1], Image.BILINEAR)))
+                         for _, img in batch]).permute(0, 3, 1, 2).float().div_(255.0).to(device)
+        out = model(x)
+        for j, (item, img) in enumerate(batch):
+            yield _decode(item, img, out, j)
+
+    for item in items:
+        img = _load_rgb(item.path)
+        shape = input_shape(img.shape[0], img.shape[1], input_height)
+        pending.setdefault(shape, []).append((item, img))
+        if len(pending[shape]) == batch_size:
+            yield from run(pending.pop(shape), shape)
+    for shape, batch in pending.items():
+        yield from run(batch, shape)
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the image blended with the Cityscapes colours of ``label`` (trainIds)."""
+    from corda.labels import colorize
+
+    return (image.astype(np.float32) * (1 - alpha) + colorize(label).astype(np.float32) * alpha + 0.5).astype(np.uint8)
+
+
+def depth_png(depth_m: np.ndarray) -> np.ndarray:
+    """Metric depth → uint16 PNG values (× 256, 0 = invalid/non-finite, saturating)."""
+    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(np.round(d * DEPTH_PNG_SCALE), 0, 65535).astype(np.uint16)
+
+
+def depth_from_png(values: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`depth_png`: metres as float32, NaN where invalid (0)."""
+    v = np.asarray(values).astype(np.float32)
+    return np.where(v > 0, v / DEPTH_PNG_SCALE, np.nan).astype(np.float32)
+
+
+def colour_depth(depth_m: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 view of inverse depth (near = bright), range from the image's own percentiles."""
+    from corda.report import _scalar_panel
+
+    return _scalar_panel(1.0 / np.maximum(depth_m, 1e-3), "magma", None, None)
+
+
+@dataclass
+class Summary:
+    images: int = 0
+    with_depth: int = 0
+    seconds: float = 0.0
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.inf
+
+
+class PredictionWriter:
+    """Writes predictions into ``<out>.partial`` and renames it onto ``out`` only when all are done.
+
+    A failure (or Ctrl-C) removes the partial folder, so ``out`` is either absent, the previous
+    complete result (kept until the new one is complete), or a complete new result.
+    """
+
+    def __init__(self, out: Path, label_ids: bool, h5: bool, overwrite: bool, attrs: dict | None = None) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise CordaError(f"{self.out}: already exists; pass --overwrite to replace it, or choose another --out")
+        self.tmp = self.out.with_name(f".{self.out.name}.partial")
+        shutil.rmtree(self.tmp, ignore_errors=True)  # a previous killed run's leftovers
+        self.label_ids, self.attrs = label_ids, attrs or {}
+        self.h5 = None
+        if h5:
+            import h5py
+
+            self.tmp.mkdir(parents=True)
+            self.h5 = h5py.File(self.tmp / "predictions.h5", "w")
+            self.h5.attrs.update({"label_encoding": "cityscapes_label_id" if label_ids else "train_id",
+                                  "depth_unit": "m", **self.attrs})
+
+    def write(self, p: Prediction) -> None:
+        from corda.io import write_png
+        from corda.metrics import export_label_ids
+
+        def dest(kind: str) -> Path:
+            path = self.tmp / kind / f"{p.item.stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return path
+
+        if self.label_ids:
+            export_label_ids(p.label, dest("labels"))
+        else:
+            write_png(dest("labels"), p.label)
+        write_png(dest("overlay"), overlay(p.image, p.label))
+        if p.depth_m is not None:
+            write_png(dest("depth"), depth_png(p.depth_m))
+            write_png(dest("depth_color"), colour_depth(p.depth_m))
+            write_png(dest("difficulty"), (p.difficulty * 255.0 + 0.5).astype(np.uint8))
+        if self.h5 is not None:
+            g = self.h5.create_group(p.item.stem)
+            g.attrs["source"] = str(p.item.path)
+            kw = {"compression": "gzip", "compression_opts": 4}
+            g.create_dataset("label", data=self._labels(p.label), **kw)
+            if p.depth_m is not None:
+                g.create_dataset("depth", data=p.depth_m.astype(np.float16), **kw)
+                g.create_dataset("difficulty", data=p.difficulty.astype(np.float16), **kw)
+
+    def _labels(self, label: np.ndarray) -> np.ndarray:
+        from corda.labels import TRAIN_TO_CITYSCAPES_ID
+
+        return TRAIN_TO_CITYSCAPES_ID[label.astype(np.int64)].astype(np.uint8) if self.label_ids else label
+
+    def commit(self) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        if self.out.exists():
+            shutil.rmtree(self.out) if self.out.is_dir() else self.out.unlink()
+        self.tmp.rename(self.out)
+
+    def abort(self) -> None:
+        if self.h5 is not None:
+            self.h5.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run_predict(model: torch.nn.Module, items: Sequence[ImageItem], writer: PredictionWriter, input_height: int,
+                batch_size: int, device: torch.device, progress=None) -> Summary:
+    """Predict and write every item; on any error nothing is left but the previous complete output."""
+    summary = Summary()
+    start = time.perf_counter()
+    preds: Iterable[Prediction] = predict_images(model, items, input_height, batch_size, device)
+    if progress is not None:
+        preds = progress(preds, len(items), "predict")
+    try:
+        for p in preds:
+            writer.write(p)
+            summary.images += 1
+            summary.with_depth += p.depth_m is not None
+            summary.class_pixels += np.bincount(p.label.ravel(), minlength=256)[:256]
+            hw = p.image.shape[:2]
+            summary.sizes[hw] = summary.sizes.get(hw, 0) + 1
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    summary.seconds = time.perf_counter() - start
+    return summary

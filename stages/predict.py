@@ -1,0 +1,90 @@
+"""`python -m stages.predict`: apply a trained model to a folder (or glob) of images. Not a DVC stage.
+
+Writes, per image, the label map, a colour overlay, the depth map (16-bit PNG and a colour view) and
+the depth-decoder difficulty map into ``--out`` (see :mod:`corda.predict` for the formats), and
+optionally one HDF5 file with everything. The folder appears only when every image is done.
+
+    python -m stages.predict data/benchmark/target/leftImg8bit/val --model models/corda.pt --out predictions
+    python -m stages.predict 'frames/*.jpg' --label-ids --h5 --out preds --overwrite
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from stages.common import load_params, stage_main
+
+log = logging.getLogger("stages.predict")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+
+
+def default_input_height(params: Path) -> int:
+    """The evaluation input height the params file implies (evaluate.eval_hw, else the benchmark's height)."""
+    from corda.errors import ConfigError
+
+    p = load_params(params) if params.is_file() else {}
+    eval_hw = (p.get("evaluate") or {}).get("eval_hw")
+    data = p.get("data") or {}
+    if eval_hw:
+        return int(eval_hw[0])
+    if (data.get("target") or {}).get("kind") == "procedural":
+        return int(data["procedural"]["height"])
+    raise ConfigError(f"{params}: does not give the evaluation size (evaluate.eval_hw); pass --input-height "
+                      "(512 for a model trained on Cityscapes at 512x1024)")
+
+
+@app.command()
+@stage_main
+def main(
+    inputs: Annotated[list[str], typer.Argument(help="image folders (searched recursively), image files or globs")],
+    model: Annotated[Path, typer.Option(help="a trained model from the pipeline (models/<name>.pt)")] = Path(
+        "models/corda.pt"),
+    out: Annotated[Path, typer.Option(help="output folder (created when every image is done)")] = Path("predictions"),
+    input_height: Annotated[Optional[int], typer.Option(
+        min=16, help="network input height (aspect kept); default: evaluate.eval_hw or the benchmark's height")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 8,
+    label_ids: Annotated[bool, typer.Option(
+        "--label-ids", help="write Cityscapes label ids (for the official evaluator) instead of trainIds")] = False,
+    h5: Annotated[bool, typer.Option("--h5", help="also write <out>/predictions.h5 with every map")] = False,
+    teacher: Annotated[bool, typer.Option("--teacher", help="use the EMA teacher's weights, not the student's")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out folder")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    params: Annotated[Path, typer.Option(help="params file, read only for the default input height")] = Path(
+        "params.yaml"),
+) -> None:
+    """Segmentation, depth and difficulty maps for your own images, from a trained checkpoint."""
+    import numpy as np
+
+    from corda.io import file_hash
+    from corda.labels import CLASS_NAMES
+    from corda.log import progress
+    from corda.predict import PredictionWriter, find_images, run_predict
+    from corda.segmentation import load_model, resolve_device
+
+    items = find_images(inputs)
+    height = input_height or default_input_height(params)
+    dev = resolve_device(device)
+    net, ck = load_model(model, dev, "teacher" if teacher else "student")
+    writer = PredictionWriter(out, label_ids, h5, overwrite,
+                              {"model": str(model), "model_hash": file_hash(model), "method": ck["method"],
+                               "input_height": height})
+    log.info("%d images → %s (model %s, %s, input height %d, device %s)", len(items), out, model, ck["method"],
+             height, dev)
+    s = run_predict(net, items, writer, height, batch_size, dev, progress)
+
+    share = s.class_pixels[:len(CLASS_NAMES)] / max(1, s.class_pixels.sum())
+    top = np.argsort(share)[::-1][:5]
+    sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sorted(s.sizes.items(), key=lambda kv: -kv[1])[:4])
+    print(f"\n| predict | {out} |\n|---|---|")
+    print(f"| images | {s.images} ({s.with_depth} with depth and difficulty) |")
+    print(f"| sizes (H x W) | {sizes}{' ...' if len(s.sizes) > 4 else ''} |")
+    print(f"| time | {s.seconds:.1f} s ({s.images_per_s:.1f} images/s on {dev}) |")
+    print("| most frequent classes | " + ", ".join(f"{CLASS_NAMES[c]} {100 * share[c]:.1f}%" for c in top) + " |")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,178 @@
+"""`python -m stages.predict`: per-image outputs at the input's size, label ids, HDF5, bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from corda.labels import TRAIN_TO_CITYSCAPES_ID
+from corda.predict import depth_from_png, depth_png, find_images, input_shape
+from corda.segmentation import ModelConfig, TrainConfig, build_model, save_model
+from stages.predict import app
+
+runner = CliRunner()
+SIZES = {"c1/c1_000000_000001_leftImg8bit.png": (40, 72), "c1/c1_000000_000002_leftImg8bit.jpg": (50, 50),
+         "c2/c2_000001_000003_leftImg8bit.png": (33, 97)}
+
+
+def _model(path: Path, method: str = "corda") -> Path:
+    torch.manual_seed(0)
+    mcfg = ModelConfig(backbone="resnet18", output_stride=16, task_channels=16, bottleneck=8, aspp_branches=4,
+                       initial_seg_head="conv1x1")
+    net = build_model(mcfg, method)
+    if method != "dacs":  # untrained decoders sit near the invalid code 1.0; move them to ~33 m and ~27 m
+        with torch.no_grad():
+            for conv in net.head_d.convs:
+                conv.bias += 20.0 / len(net.head_d.convs)
+            for conv in net.head_d_src.convs:
+                conv.bias += 24.0 / len(net.head_d_src.convs)
+    save_model(path, method=method, student=net, teacher=None, mcfg=mcfg, tcfg=TrainConfig(), history=[])
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(0)
+    for name, (h, w) in SIZES.items():
+        p = root / "images" / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+    return root, _model(root / "corda.pt"), _model(root / "dacs.pt", "dacs")
+
+
+def _run(*args: str):
+    return runner.invoke(app, [*map(str, args), "--input-height", "32", "--batch-size", "2", "--device", "cpu"])
+
+
+def test_outputs_have_each_inputs_size_and_valid_values(setup):
+    root, model, _ = setup
+    out = root / "out"
+    res = _run(root / "images", "--model", model, "--out", out, "--h5")
+    assert res.exit_code == 0, res.output
+    assert "| images | 3 (3 with depth and difficulty) |" in res.output
+    with h5py.File(out / "predictions.h5") as f:
+        assert sorted(f) == ["c1", "c2"] and len(f["c1"]) == 2
+        for name, (h, w) in SIZES.items():
+            stem = str(Path(name).with_suffix(""))
+            label = np.asarray(Image.open(out / "labels" / f"{stem}.png"))
+            assert label.shape == (h, w) and label.dtype == np.uint8 and label.max() < 19
+            ov = np.asarray(Image.open(out / "overlay" / f"{stem}.png"))
+            assert ov.shape == (h, w, 3)
+            depth = np.asarray(Image.open(out / "depth" / f"{stem}.png"))
+            assert depth.shape == (h, w) and depth.dtype == np.uint16 and (depth > 0).all()
+            assert np.asarray(Image.open(out / "depth_color" / f"{stem}.png")).shape == (h, w, 3)
+            diff = np.asarray(Image.open(out / "difficulty" / f"{stem}.png"))
+            assert diff.shape == (h, w) and diff.dtype == np.uint8
+            # CorDA encoding t = 655.36 / (z + 0.01): D ≈ 20 → ≈ 33 m; |24 − 20| / 20 = 0.2 difficulty
+            assert 25 < np.median(depth) / 256 < 40 and 0.1 < np.median(diff) / 255 < 0.3
+            g = f[stem]
+            np.testing.assert_array_equal(g["label"][()], label)
+            np.testing.assert_allclose(g["depth"][()].astype(np.float32), depth_from_png(depth), rtol=2e-3, atol=4e-3)
+            assert g["difficulty"].shape == (h, w) and 0 <= g["difficulty"][()].min() <= g["difficulty"][()].max() <= 1
+    assert not list(root.glob(".out.partial*"))
+
+
+def test_label_ids_round_trip_through_the_official_evaluator(setup, tmp_path):
+    """Predictions exported as label ids and scored against themselves (as trainIds) give IoU 1."""
+    from corda.metrics import official_cityscapes_results
+
+    root, model, _ = setup
+    pngs = root / "pngs"
+    for name in SIZES:
+        if name.endswith(".png"):
+            (pngs / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / "images" / name, pngs / name)
+    assert _run(pngs, "--model", model, "--out", tmp_path / "train").exit_code == 0
+    assert _run(pngs, "--model", model, "--out", tmp_path / "ids", "--label-ids").exit_code == 0
+    gt = tmp_path / "gt"
+    for p in (tmp_path / "train" / "labels").rglob("*.png"):
+        ids = np.asarray(Image.open(tmp_path / "ids" / "labels" / p.relative_to(tmp_path / "train" / "labels")))
+        np.testing.assert_array_equal(ids, TRAIN_TO_CITYSCAPES_ID[np.asarray(Image.open(p)).astype(np.int64)])
+        dest = gt / p.parent.name / p.name.replace("_leftImg8bit", "_gtFine_labelIds")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(ids).save(dest)
+    res = official_cityscapes_results(gt, tmp_path / "ids" / "labels")
+    present = [s for s in res["classScores"].values() if s == s]  # NaN for classes absent from both
+    assert present and all(abs(s - 1.0) < 1e-9 for s in present)
+
+
+def test_dacs_model_gives_labels_only(setup, tmp_path):
+    root, _, dacs = setup
+    res = _run(root / "images" / "c2", "--model", dacs, "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o/labels/c2_000001_000003_leftImg8bit.png").is_file()
+    assert not (tmp_path / "o/depth").exists()
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "corrupt_image", "missing_checkpoint", "depth_checkpoint",
+                                  "out_exists", "no_such_input"])
+def test_bad_input_is_one_clear_line_and_writes_nothing(setup, tmp_path, case):
+    root, model, _ = setup
+    images, out = tmp_path / "imgs", tmp_path / "out"
+    images.mkdir()
+    shutil.copy(root / "images" / "c1/c1_000000_000001_leftImg8bit.png", images / "a.png")
+    expect = {"empty_folder": "no images", "corrupt_image": "bad.png", "missing_checkpoint": "not found",
+              "depth_checkpoint": "not a usable corda checkpoint", "out_exists": "--overwrite",
+              "no_such_input": "no such file or folder"}[case]
+    inputs = [images]
+    if case == "empty_folder":
+        inputs = [tmp_path / "empty"]
+        inputs[0].mkdir()
+    elif case == "corrupt_image":
+        (images / "bad.png").write_bytes((images / "a.png").read_bytes()[:60])
+    elif case == "missing_checkpoint":
+        model = tmp_path / "nope.pt"
+    elif case == "depth_checkpoint":
+        torch.save({"depth": {}, "domain": "target"}, tmp_path / "target.pt")
+        model = tmp_path / "target.pt"
+    elif case == "out_exists":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    elif case == "no_such_input":
+        inputs = [tmp_path / "typo"]
+    res = _run(*inputs, "--model", model, "--out", out)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and expect in lines[0], res.output
+    assert not list(tmp_path.glob(".out.partial*"))
+    if case == "out_exists":
+        assert (out / "keep.txt").read_text() == "mine"
+    else:
+        assert not out.exists()
+
+
+def test_overwrite_replaces_a_previous_result(setup, tmp_path):
+    root, model, _ = setup
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"x")
+    assert _run(root / "images" / "c2", "--model", model, "--out", out, "--overwrite").exit_code == 0
+    assert not (out / "stale.png").exists() and (out / "labels").is_dir()
+
+
+def test_input_shape_keeps_aspect_and_depth_png_round_trips():
+    assert input_shape(1024, 2048, 512) == (512, 1024)
+    assert input_shape(128, 256, 128) == (128, 256)
+    h, w = input_shape(375, 1242, 256)
+    assert h == 256 and w % 16 == 0 and abs(w / h - 1242 / 375) < 16 / 256
+    d = np.array([[0.5, 12.25], [np.nan, 300.0]], np.float32)
+    back = depth_from_png(depth_png(d))
+    np.testing.assert_allclose(back[0], d[0], atol=1 / 256)
+    assert np.isnan(back[1, 0]) and back[1, 1] == pytest.approx(65535 / 256)
+
+
+def test_find_images_rejects_clashing_names(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "x.png")
+    assert [i.stem for i in find_images([tmp_path])] == ["a/x", "b/x"]
+    with pytest.raises(Exception, match="both write 'x'"):
+        find_images([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"])
