@@ -75,11 +75,23 @@ def main() -> None:
         lines.append(f"| {name} | {np.mean(v):.1f} ± {np.std(v):.1f} | {', '.join(f'{x:.1f}' for x in v)} |")
     table = "\n".join(lines)
     print(table)
-    Path(args.out).write_text(
-        f"# Ablation on the embedded benchmark\n\nCommand: `python benchmarks/ablation.py --seeds {' '.join(map(str, args.seeds))}"
-        f"{' --iterations ' + str(args.iterations) if args.iterations else ''}`; params.yaml at the time of the run.\n\n"
-        f"{table}\n")
+    section = (f"## Ablation (`python benchmarks/ablation.py --seeds {' '.join(map(str, args.seeds))}"
+               f"{' --iterations ' + str(args.iterations) if args.iterations else ''}`)\n\n"
+               f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
+               f"{tcfg0.iterations if not args.iterations else args.iterations} iterations.\n\n{table}\n")
+    write_section(Path(args.out), "## Ablation", section)
 
+
+def write_section(path: Path, heading: str, text: str) -> None:
+    """Replace the Markdown section starting with ``heading`` (up to the next ``## ``) in ``path``, or append it."""
+    doc = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = doc.find(heading)
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        end = doc.find("\n## ", start + len(heading))
+        doc = doc[:start] + text + (doc[end:] if end >= 0 else "")
+    path.write_text(doc)
 
 if __name__ == "__main__":
     main()
