@@ -11,3 +11,13 @@ class ConfigError(CordaError):
 
 class DataError(CordaError):
     """A dataset file is missing, corrupt, of the wrong shape/dtype, or has invalid content."""
+
+
+def brief_error(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one line, cut to ``limit`` characters.
+
+    torch's load_state_dict errors list every mismatched key over many lines; a stage error must stay
+    one line (stages.common.stage_main) with the advice at its end, so only the start is kept.
+    """
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -233,7 +233,7 @@ def save_model(path: Path, *, method: str, student: nn.Module, teacher: nn.Modul
 def load_model(path: Path, device: torch.device, which: Literal["student", "teacher"] = "student") -> tuple[CorDANet, dict]:
     """Rebuild a saved model; a missing, corrupt or incompatible checkpoint is a one-line CordaError."""
     from corda.config import from_mapping
-    from corda.errors import CordaError
+    from corda.errors import CordaError, brief_error
 
     path = Path(path)
     if not path.is_file():
@@ -247,6 +247,7 @@ def load_model(path: Path, device: torch.device, which: Literal["student", "teac
     except CordaError:
         raise
     except Exception as exc:
-        raise CordaError(f"{path}: not a usable corda checkpoint ({type(exc).__name__}: {exc}); "
+        raise CordaError(f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
                          "re-run the stage that wrote it") from exc
     return model.to(device), ck
+

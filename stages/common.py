@@ -72,7 +72,8 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CordaError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            # One line whatever the message holds (a wrapped torch error can span many).
+            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

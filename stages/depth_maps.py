@@ -36,7 +36,7 @@ def main(
     from corda.data.manifest import load_splits
     from corda.depth.metrics import DepthMetricAccumulator
     from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth, predict_full
-    from corda.errors import CordaError
+    from corda.errors import CordaError, DataError, brief_error
     from corda.h5io import write_depth_h5
     from corda.inference import iterate_batches
     from corda.io import file_hash, read_json, write_json
@@ -52,14 +52,28 @@ def main(
         path = models_dir / f"{domain}.pt"
         if not path.is_file():
             raise CordaError(f"{path}: depth network not found; run `dvc repro depth_pretrain`")
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or not a torch file: one line, not a traceback
+            raise CordaError(f"{path}: not a readable checkpoint ({brief_error(exc)}); "
+                             "re-run depth_pretrain") from exc
         net = DepthNet(cfg.backbone, None, cfg.min_depth_m, cfg.max_depth_m)
         try:
             net.load_state_dict(ck["depth"])
-        except (RuntimeError, KeyError) as exc:
-            raise CordaError(f"{path}: incompatible with depth.backbone={cfg.backbone} ({exc}); "
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise CordaError(f"{path}: incompatible with depth.backbone={cfg.backbone} ({brief_error(exc)}); "
                              "re-run depth_pretrain") from exc
         return net.to(device).eval(), file_hash(path)
+
+    def camera_height(path: Path) -> float:
+        """extrinsic.z of a Cityscapes camera JSON, the rig's height in metres (mono scale)."""
+        cam = read_json(path)
+        try:
+            return float(cam["extrinsic"]["z"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: camera JSON lacks a numeric extrinsic.z (camera height, needed to "
+                            "scale depth.mode=mono); use the Cityscapes camera files or another depth.mode"
+                            ) from exc
 
     def mono_scale(net, index) -> float:
         """Global metric scale of a monocular network from the camera height (module docstring)."""
@@ -68,8 +82,8 @@ def main(
         ratios = []
         for batch in iterate_batches(sub, batch_size):
             d = predict_full(net, batch["image"].to(device), cfg)
-            heights = torch.tensor([float(read_json(index.path("camera", int(i)))["extrinsic"]["z"])
-                                    for i in batch["index"]], device=device)
+            heights = torch.tensor([camera_height(index.path("camera", int(i))) for i in batch["index"]],
+                                   device=device)
             ratios.append(camera_height_scale(d, batch["K"].to(device), heights))
         return float(torch.cat(ratios).median())
 

@@ -26,7 +26,8 @@ MODELS = ("source_only", "dacs", "corda", "corda_round2", "oracle")
 @dataclasses.dataclass(frozen=True, slots=True)
 class EvalConfig:
     batch_size: int = field(16, min=1)
-    eval_hw: tuple[int, int] | None = None  # input resize (real data: 512×1024, §6); None = native
+    # Input resize (real data: 512×1024, §6); None = native.
+    eval_hw: tuple[int, int] | None = field(None, min=1)
     export_label_ids: bool = False  # also write Cityscapes label-id PNGs for the official evaluator
     strip_items: int = field(6, min=1)  # rows of the qualitative strip
     device: str = "auto"

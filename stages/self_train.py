@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from corda.config import field
+from corda.config import field, to_dict
 from stages.common import load_params, outputs, section, stage_main
 
 log = logging.getLogger("stages.self_train")
@@ -65,7 +65,15 @@ def main(
         tgt_ds = SegDepthDataset(splits["target_train"], ("image", "depth", "pseudo_label", "pseudo_weight"),
                                  tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(depth_dir / "target.h5"),
                                  pseudo_h5=str(pseudo_h5), seed=tcfg.seed + 1)
-        round1, _ = load_model(init, device)
+        round1, ck = load_model(init, device)
+        # Round 2 starts from round 1's weights, so the params' network must be the one round 1 trained.
+        differ = [k for k, v in to_dict(mcfg).items() if ck["model_config"].get(k) != v]
+        if differ:
+            from corda.errors import ConfigError
+
+            k = differ[0]
+            raise ConfigError(f"{init}: trained with model.{k}={ck['model_config'].get(k)!r} but params.yaml "
+                              f"has model.{k}={getattr(mcfg, k)!r}; set model.{k} back or re-run train_corda")
         class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
         eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
 
