@@ -95,6 +95,10 @@ class Trainer:
         scratch: the scratch checkpoint file (outside DVC's outputs).
         fingerprint: identifies the run; a scratch checkpoint with another fingerprint is ignored.
         eval_fn: ``eval_fn(step) -> dict[str, float]``, called every ``eval_every`` steps and at the end.
+        reduce_terms: maps a step's terms to the values that are checked for NaN and logged (data-parallel
+            runs average them over the ranks, so every rank takes the same stop/skip decision); the
+            ``"loss"`` that is back-propagated is always ``step_fn``'s own. None = the terms themselves.
+        write_checkpoints: False on the non-zero ranks of a data-parallel run (only rank 0 writes).
     """
 
     def __init__(self, *, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
@@ -103,7 +107,9 @@ class Trainer:
                  after_step: Callable[[int], None] | None = None, checkpoint_every: int = 500,
                  log_every: int = 25, eval_fn: Callable[[int], dict[str, float]] | None = None,
                  eval_every: int = 0, nan_policy: str = "stop", progress: Callable[[Iterable, int, str], Iterable] | None = None,
-                 desc: str = "training", grad_clip: float | None = None):
+                 desc: str = "training", grad_clip: float | None = None,
+                 reduce_terms: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+                 write_checkpoints: bool = True):
         self.modules = dict(modules)
         self.optimizer = optimizer
         self.step_fn = step_fn
@@ -122,6 +128,8 @@ class Trainer:
         self.progress = progress or (lambda it, total, desc: it)
         self.desc = desc
         self.grad_clip = grad_clip
+        self.reduce_terms = reduce_terms
+        self.write_checkpoints = write_checkpoints
         self.state = LoopState()
         self.history: list[dict[str, float]] = []
         self._resume_checked = False
@@ -138,6 +146,8 @@ class Trainer:
         }
 
     def save_scratch(self) -> None:
+        if not self.write_checkpoints:
+            return
         with atomic_path(self.scratch, suffix=".pt") as tmp:
             torch.save(self.state_dict(), tmp)
 
@@ -163,7 +173,8 @@ class Trainer:
         return True
 
     def discard_scratch(self) -> None:
-        self.scratch.unlink(missing_ok=True)
+        if self.write_checkpoints:
+            self.scratch.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- loop
     def _set_lr(self, step: int) -> float:
@@ -185,9 +196,10 @@ class Trainer:
             lr = self._set_lr(step)
             self.optimizer.zero_grad(set_to_none=True)
             terms = self.step_fn(step)
-            bad = [k for k, v in terms.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+            seen = self.reduce_terms(terms) if self.reduce_terms is not None else terms
+            bad = [k for k, v in seen.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
             if bad:
-                msg = f"step {step}: loss term '{bad[0]}' is {terms[bad[0]].detach().float().mean().item()}"
+                msg = f"step {step}: loss term '{bad[0]}' is {seen[bad[0]].detach().float().mean().item()}"
                 if self.nan_policy == "stop":
                     raise NonFiniteLoss(f"{msg}; stopped (last good checkpoint kept at {self.scratch}); "
                                         "lower the learning rate or set nan_policy: skip")
@@ -201,7 +213,7 @@ class Trainer:
                 self.optimizer.step()
                 if self.after_step is not None:
                     self.after_step(step)
-            for k, v in terms.items():
+            for k, v in seen.items():
                 if torch.is_tensor(v) and v.numel() == 1:
                     running.setdefault(k, []).append(float(v.detach()))
             done = step + 1

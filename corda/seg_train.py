@@ -101,9 +101,33 @@ def teacher_pseudo_labels(teacher: nn.Module, images: torch.Tensor,
         image resolution (bilinear, align_corners=True upsampling of the logits).
     """
     key = "initial_S" if use_initial else "S"
-    logits = upsample_outputs(teacher(images), images.shape[-2:], keys=(key,))[key]
-    conf, labels = torch.softmax(logits.float(), dim=1).max(dim=1)
+    logits = _upsampled(teacher(images), images.shape[-2:], (key,))[key]
+    conf, labels = torch.softmax(logits, dim=1).max(dim=1)
     return labels, conf
+
+
+def _upsampled(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
+               keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The outputs ``keys`` in fp32, upsampled to ``size`` (B, C, H, W).
+
+    Under bf16 autocast (``train.precision: bf16``) the network returns bf16; the cross-entropies, softmax,
+    BerHu and ω need fp32 (a bf16 log-softmax over 19 classes loses ~2 decimal digits), so the outputs are
+    cast before upsampling. For fp32 outputs ``.float()`` returns the tensor itself: nothing changes.
+    """
+    cast: dict[str, torch.Tensor] = {}
+    done: dict[int, torch.Tensor] = {}
+    for k in keys:
+        if k in out:
+            v = out[k]
+            cast[k] = done.setdefault(id(v), v.float())  # keeps aliases (DACS's S/initial_S) aliased
+    return upsample_outputs(cast, size, keys=keys)
+
+
+def _core(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (whose attributes the step reads)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _zero(ref: torch.Tensor) -> torch.Tensor:
@@ -136,7 +160,8 @@ def train_step(
     """Loss terms of one iteration (§3 steps 1–8). See the module docstring for batches and methods.
 
     Args:
-        student: the trained :class:`CorDANet` (put in train mode here).
+        student: the trained :class:`CorDANet` (put in train mode here), possibly inside
+            DistributedDataParallel (then the batches are this rank's slice, :mod:`corda.distributed`).
         teacher: its EMA copy (corda/dacs); unused (may be None) for the other methods.
         cfg: loss weights and switches.
         step: 0-based iteration (selects the teacher head during the GTA warm-up).
@@ -149,14 +174,14 @@ def train_step(
         ``depth_src``/``depth_mix`` are the un-weighted sums of the final- and initial-head BerHu terms.
     """
     student.train()
-    has_depth = bool(getattr(student, "depth", True))
-    has_initial = bool(getattr(student, "has_initial_seg_head", True))
+    has_depth = bool(getattr(_core(student), "depth", True))
+    has_initial = bool(getattr(_core(student), "has_initial_seg_head", True))
     method = cfg.method
     terms: dict[str, torch.Tensor] = {}
 
     if method == "oracle":
         x_t = tgt["image"]
-        out = upsample_outputs(student(x_t), x_t.shape[-2:], keys=("S", "initial_S"))
+        out = _upsampled(student(x_t), x_t.shape[-2:], ("S", "initial_S"))
         seg, seg_init = _supervised(out, _require(tgt, "label", "target", method), cfg, has_initial)
         total = seg + cfg.w_seg_initial * seg_init
         terms.update(seg_tgt=seg, seg_tgt_init=seg_init)
@@ -167,7 +192,7 @@ def train_step(
     size = x_s.shape[-2:]
     use_depth = has_depth and method in ("corda", "self_train")
     keys = ("S", "initial_S") + (("D_src", "initial_D_src") if use_depth else ())
-    o = upsample_outputs(student(x_s), size, keys=keys)
+    o = _upsampled(student(x_s), size, keys)
     seg, seg_init = _supervised(o, y_s, cfg, has_initial)
     total = seg + cfg.w_seg_initial * seg_init
     terms.update(seg_src=seg, seg_src_init=seg_init)
@@ -208,7 +233,7 @@ def train_step(
 
     # Step 7: the student on the mixed batch.
     mix_keys = ("S", "initial_S") + (("D", "D_src", "initial_D", "initial_D_src") if use_depth else ())
-    u = upsample_outputs(student(x_m), size, keys=mix_keys)
+    u = _upsampled(student(x_m), size, mix_keys)
     w = w0
     omega_mean = _zero(seg)
     if use_depth:

@@ -18,6 +18,9 @@ from torch import nn
 
 from corda import uda
 from corda.config import field, to_dict
+from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
+from corda.errors import ConfigError
+from corda.precision import Precision, autocast, configure_backends, memory_format, to_layout
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.models.corda_net import CorDANet, param_groups
 from corda.seg_train import SegTrainConfig, build_seg_model, train_step
@@ -46,7 +49,9 @@ class ModelConfig:
 class TrainConfig(SegTrainConfig):
     """params.yaml ``train``: the loss weights/switches of :class:`SegTrainConfig` plus the schedule (§5).
 
-    ``method`` is not a params key: each DVC stage passes it on the command line.
+    ``method`` is not a params key: each DVC stage passes it on the command line. ``precision``,
+    ``channels_last`` and ``devices`` are speed settings beyond the paper (:mod:`corda.precision`,
+    :mod:`corda.distributed`); their defaults run the published fp32, single-GPU recipe.
     """
 
     seed: int = field(1, min=0)
@@ -68,6 +73,15 @@ class TrainConfig(SegTrainConfig):
     workers: int = field(2, min=0)
     nan_policy: Literal["stop", "skip"] = "stop"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Precision = "fp32"  # fp32 (paper, §5) | tf32 | bf16 autocast
+    channels_last: bool = False  # NHWC networks and images (faster convolutions on tensor cores)
+    devices: int = field(1, min=1)  # data-parallel processes (torchrun); batch_* are global sizes
+
+    def __post_init__(self) -> None:
+        for name in ("batch_source", "batch_target"):
+            if getattr(self, name) % self.devices:
+                raise ConfigError(f"train.{name}: {getattr(self, name)} is a global batch and must be divisible "
+                                  f"by train.devices={self.devices}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,9 +101,12 @@ def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
     return build_seg_model(method, **kw)
 
 
-def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device) -> tuple[CorDANet, CorDANet | None]:
+def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
+                         channels_last: bool = False) -> tuple[CorDANet, CorDANet | None]:
     """The student (DACS: no depth branch) and, for the mean-teacher methods, its frozen EMA copy."""
     student = build_model(mcfg, "dacs" if method == "dacs" else "corda").to(device)
+    if channels_last:
+        student = student.to(memory_format=memory_format(True))
     teacher = None
     if method in ("corda", "dacs"):
         teacher = copy.deepcopy(student)
@@ -99,10 +116,17 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device) -
 
 
 class StepBatches:
-    """Batches of step ``s`` as a pure function of (seed, s), loaded with optional worker processes."""
+    """Batches of step ``s`` as a pure function of (seed, s), loaded with optional worker processes.
 
-    def __init__(self, dataset, batch: int, seed: int, start: int, stop: int, workers: int):
+    ``batch`` is the global batch; with ``dist`` of N ranks this process loads only its slice of it
+    (:func:`corda.distributed.shard`), so the N slices together are the one-process batch.
+    """
+
+    def __init__(self, dataset, batch: int, seed: int, start: int, stop: int, workers: int,
+                 dist: DistInfo = SINGLE):
         self.keys = [batch_keys(len(dataset), batch, seed, s) for s in range(start, stop)]
+        if dist.enabled:
+            self.keys = [shard(k, dist) for k in self.keys]
         self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.keys, num_workers=workers,
                                                   prefetch_factor=4 if workers else None)
         self.it = iter(self.loader)
@@ -118,8 +142,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
                  device: torch.device, scratch: Path, inputs_fp: Any, init_state: dict | None = None,
                  eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
-                 tgt_transform: Callable[[dict], dict] | None = None, progress=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
+                 tgt_transform: Callable[[dict], dict] | None = None, progress=None,
+                 dist: DistInfo = SINGLE) -> tuple[CorDANet, CorDANet | None, Trainer]:
     """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
+
+    ``tcfg.precision`` / ``tcfg.channels_last`` select the numeric path (:mod:`corda.precision`); the
+    default fp32, contiguous path is the one the paper's recipe uses. With ``dist`` of N > 1 ranks (the
+    process group already joined, :func:`corda.distributed.init_process_group`) each rank trains on its
+    slice of the global batch, the student is wrapped in DistributedDataParallel, the EMA teacher follows
+    the synchronised student on every rank, and only rank 0 writes the scratch checkpoint; see
+    :mod:`corda.distributed` for the exact semantics (BN statistics per rank, per-rank random streams).
 
     Args:
         source_ds / target_ds: datasets yielding the batch dicts :func:`corda.seg_train.train_step`
@@ -127,10 +159,20 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         init_state: optional state dict to start the student (and teacher) from (self-training).
         tgt_transform: optional function applied to every target batch on the device.
         inputs_fp: hashes of the inputs, part of the resume fingerprint.
-        eval_fn: ``eval_fn(student, step) -> {"val/miou": ...}``.
+        eval_fn: ``eval_fn(student, step) -> {"val/miou": ...}`` (called on rank 0 only).
+        dist: this process's rank and the world size (default: one process).
+
+    Returns:
+        the student (unwrapped), the teacher and the trainer (its history averaged over the ranks).
     """
+    if dist.world_size != tcfg.devices:
+        log.warning("train.devices=%d but running as %d processes", tcfg.devices, dist.world_size)
+    # The global batches must split evenly over the ranks (also checked by TrainConfig for train.devices).
+    local_batch(tcfg.batch_source, dist, "train.batch_source")
+    local_batch(tcfg.batch_target, dist, "train.batch_target")
+    configure_backends(tcfg.precision, device)
     scfg = seg_config(tcfg, method)
-    student, teacher = make_student_teacher(mcfg, method, device)
+    student, teacher = make_student_teacher(mcfg, method, device, channels_last=tcfg.channels_last)
     if init_state is not None:
         student.load_state_dict(init_state)
         if teacher is not None:
@@ -142,26 +184,40 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     trainer = Trainer(modules=modules, optimizer=optimizer, step_fn=lambda s: None, iterations=tcfg.iterations,
                       lr_at=lambda s: poly_lr(tcfg.lr, s, tcfg.iterations, tcfg.poly_power), scratch=scratch,
                       fingerprint=fp, checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
-                      eval_fn=(lambda s: eval_fn(student, s)) if eval_fn else None, eval_every=tcfg.eval_every or tcfg.iterations,
-                      nan_policy=tcfg.nan_policy, progress=progress, desc=f"train {method}")
+                      eval_fn=(lambda s: eval_fn(student, s)) if eval_fn and dist.is_main else None,
+                      eval_every=tcfg.eval_every or tcfg.iterations,
+                      nan_policy=tcfg.nan_policy, progress=progress if dist.is_main else None, desc=f"train {method}",
+                      reduce_terms=(lambda terms: mean_over_ranks(terms, dist)) if dist.enabled else None,
+                      write_checkpoints=dist.is_main)
     trainer.try_resume()
+    # Wrapped after resuming, so DDP broadcasts the resumed weights (identical on every rank anyway).
+    # source_only / oracle never put the depth heads in the loss: DDP must look for unused parameters.
+    net = wrap(student, dist, device, find_unused=method in ("source_only", "oracle"))
     start = trainer.state.step
     need_src = method != "oracle"
     need_tgt = method != "source_only"
-    src_it = StepBatches(source_ds, tcfg.batch_source, tcfg.seed, start, tcfg.iterations, tcfg.workers) if need_src else None
-    tgt_it = (StepBatches(target_ds, tcfg.batch_target, tcfg.seed + 1, start, tcfg.iterations, tcfg.workers)
+    src_it = (StepBatches(source_ds, tcfg.batch_source, tcfg.seed, start, tcfg.iterations, tcfg.workers, dist)
+              if need_src else None)
+    tgt_it = (StepBatches(target_ds, tcfg.batch_target, tcfg.seed + 1, start, tcfg.iterations, tcfg.workers, dist)
               if need_tgt else None)
 
+    def load(it: StepBatches | None) -> dict:
+        return to_layout(to_device(it.next(), device), tcfg.channels_last) if it else {}
+
     def step_fn(step: int) -> dict[str, torch.Tensor]:
-        src = to_device(src_it.next(), device) if src_it else {}
-        tgt = to_device(tgt_it.next(), device) if tgt_it else {}
+        src = load(src_it)
+        tgt = load(tgt_it)
         if tgt_transform is not None and tgt:
             tgt = tgt_transform(tgt)
-        return train_step(student, teacher, src, tgt, scfg, step, step_generator(tcfg.seed, step))
+        # Rank r draws ClassMix/augmentation from stream r; rank 0 (and a single process) from stream 0.
+        gen = step_generator(tcfg.seed, step, stream=dist.rank)
+        with autocast(tcfg.precision, device):
+            return train_step(net, teacher, src, tgt, scfg, step, gen)
 
     trainer.step_fn = step_fn
     if teacher is not None:
-        trainer.after_step = lambda s: uda.ema_update(teacher, student, s, tcfg.ema_alpha)
+        # The plain student: identical on every rank after DDP's gradient averaging and the SGD step.
+        trainer.after_step = lambda s: uda.ema_update(teacher, unwrap(net), s, tcfg.ema_alpha)
     trainer.run()
     return student, teacher, trainer
 

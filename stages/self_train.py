@@ -7,6 +7,7 @@ the same loop as `train`. Writes ``models/corda_round2.pt`` and ``dvclive/self_t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -16,6 +17,7 @@ import typer
 
 from corda.config import field, to_dict
 from stages.common import load_params, outputs, section, stage_main
+from stages.launch import data_parallel
 
 log = logging.getLogger("stages.self_train")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -41,14 +43,7 @@ def main(
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
 ) -> None:
     """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
-    from corda.data.datasets import SegDepthDataset
-    from corda.data.manifest import class_set_name, load_manifest, load_splits
-    from corda.engine import write_dvclive
-    from corda.io import file_hash
-    from corda.labels import CLASS_SETS
-    from corda.log import progress
-    from corda.segmentation import (ModelConfig, TrainConfig, load_model, make_eval_fn, resolve_device,
-                                    run_training, save_model, seg_datasets, set_seeds)
+    from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
 
     p = load_params(params)
     mcfg = section(p, "model", ModelConfig)
@@ -56,44 +51,65 @@ def main(
     scfg = section(p, "self_train", SelfTrainConfig)
     tcfg = dataclasses.replace(tcfg, seed=scfg.seed, iterations=scfg.iterations, lr=scfg.lr,
                                eval_every=min(tcfg.eval_every, scfg.iterations))
-    device = resolve_device(tcfg.device)
-    set_seeds(tcfg.seed)
     out_model, out_live = Path("models/corda_round2.pt"), Path("dvclive/self_train")
-    with outputs(out_model, out_live):
-        splits = load_splits(manifest)
-        src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)
-        tgt_ds = SegDepthDataset(splits["target_train"], ("image", "depth", "pseudo_label", "pseudo_weight"),
-                                 tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(depth_dir / "target.h5"),
-                                 pseudo_h5=str(pseudo_h5), seed=tcfg.seed + 1)
-        round1, ck = load_model(init, device)
-        # Round 2 starts from round 1's weights, so the params' network must be the one round 1 trained.
-        differ = [k for k, v in to_dict(mcfg).items() if ck["model_config"].get(k) != v]
-        if differ:
-            from corda.errors import ConfigError
+    # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
+    with data_parallel(tcfg.devices, "stages.self_train", resolve_device(tcfg.device)) as (dist, device):
+        set_seeds(tcfg.seed)
+        with outputs(out_model, out_live) if dist.is_main else contextlib.nullcontext():
+            trainer = _train(mcfg, tcfg, scfg, manifest, init, pseudo_h5, depth_dir, device, dist, out_model,
+                             out_live)
+    if not dist.is_main:
+        return
+    last = trainer.history[-1] if trainer.history else {}
+    log.info("round 2 done: final val mIoU %.2f", 100 * last.get("val/miou", float("nan")))
 
-            k = differ[0]
-            raise ConfigError(f"{init}: trained with model.{k}={ck['model_config'].get(k)!r} but params.yaml "
-                              f"has model.{k}={getattr(mcfg, k)!r}; set model.{k} back or re-run train_corda")
-        class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
-        eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
 
-        def normalise(tgt: dict) -> dict:
-            if scfg.normalize_weight:
-                w = tgt["pseudo_weight"].float()
-                tgt = {**tgt, "pseudo_weight": w / w.mean().clamp_min(1e-6)}
-            return tgt
+def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo_h5: Path, depth_dir: Path,
+           device, dist, out_model: Path, out_live: Path):
+    """Build the data, train this rank's share, and (rank 0) write the declared outputs; returns the trainer."""
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.engine import write_dvclive
+    from corda.io import file_hash
+    from corda.labels import CLASS_SETS
+    from corda.log import progress
+    from corda.segmentation import load_model, make_eval_fn, run_training, save_model, seg_datasets
 
-        inputs_fp = {"manifest": file_hash(manifest), "init": file_hash(init), "pseudo": file_hash(pseudo_h5)}
-        student, _, trainer = run_training(
-            method="self_train", mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
-            scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,
-            init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress)
+    splits = load_splits(manifest)
+    src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)
+    tgt_ds = SegDepthDataset(splits["target_train"], ("image", "depth", "pseudo_label", "pseudo_weight"),
+                             tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(depth_dir / "target.h5"),
+                             pseudo_h5=str(pseudo_h5), seed=tcfg.seed + 1)
+    round1, ck = load_model(init, device)
+    # Round 2 starts from round 1's weights, so the params' network must be the one round 1 trained.
+    differ = [k for k, v in to_dict(mcfg).items() if ck["model_config"].get(k) != v]
+    if differ:
+        from corda.errors import ConfigError
+
+        k = differ[0]
+        raise ConfigError(f"{init}: trained with model.{k}={ck['model_config'].get(k)!r} but params.yaml "
+                          f"has model.{k}={getattr(mcfg, k)!r}; set model.{k} back or re-run train_corda")
+    class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
+    eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
+
+    def normalise(tgt: dict) -> dict:
+        if scfg.normalize_weight:
+            w = tgt["pseudo_weight"].float()
+            tgt = {**tgt, "pseudo_weight": w / w.mean().clamp_min(1e-6)}
+        return tgt
+
+    inputs_fp = {"manifest": file_hash(manifest), "init": file_hash(init), "pseudo": file_hash(pseudo_h5)}
+    student, _, trainer = run_training(
+        method="self_train", mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
+        scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,
+        init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress,
+        dist=dist)
+    if dist.is_main:
         save_model(out_model, method="corda_round2", student=student, teacher=None, mcfg=mcfg, tcfg=tcfg,
                    history=trainer.history, extra={"self_train_config": dataclasses.asdict(scfg)})
         write_dvclive(trainer.history, out_live)
         trainer.discard_scratch()
-    last = trainer.history[-1] if trainer.history else {}
-    log.info("round 2 done: final val mIoU %.2f", 100 * last.get("val/miou", float("nan")))
+    return trainer
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""Data-parallel segmentation training over several processes (issue #7, "Many GPUs"; an extension of §5).
+
+The paper trains on one GPU (method.md §5). With ``train.devices = N > 1`` the stage re-launches itself
+under ``torchrun`` and every process (rank) runs the same loop on its slice of the step's batch. This module
+holds the library side; it never reads the environment: the stage tells it the rank and world size.
+
+Semantics, i.e. what is and is not the same as one process with the same global batch:
+
+* **Data.** :class:`corda.segmentation.StepBatches` draws the *global* batch of step ``i`` from (seed, i)
+  exactly as one process does, and rank ``r`` loads items ``[r·b, (r+1)·b)`` of it (``b`` = global / N).
+  ``batch_source`` and ``batch_target`` stay global sizes and must be divisible by N. Source image ``k`` is
+  still mixed onto target image ``k`` (ClassMix pairs images by position and the slices line up).
+* **Gradients.** DistributedDataParallel averages the ranks' gradients, i.e. it descends the mean of the
+  per-rank losses. Each loss is normalised per rank (CE over the rank's labelled pixels, BerHu's c from the
+  rank's largest residual, the confidence weight q and the batch-level ω of §4 over the rank's images), so
+  the objective equals the one-process one exactly only when those per-rank statistics coincide (e.g. equal
+  numbers of labelled pixels). The learning rate is *not* rescaled: the global batch is unchanged.
+* **Random draws.** ClassMix class choices and the strong augmentation are drawn per step from
+  ``step_generator(seed, i, stream=rank)``: rank 0 makes the draws of a single process, the other ranks
+  independent ones. The masks are per image, so mixing is unaffected in kind, but the exact draws of images
+  outside rank 0's slice differ from a one-process run (the batch-level jitter/blur coin is per rank).
+* **BatchNorm.** Statistics are per rank (no SyncBatchNorm): a batch of 2 + 2 on 2 GPUs normalises over one
+  image each, which changes training; keep at least 2 images per rank. DDP broadcasts rank 0's buffers (the
+  running statistics) before every forward, so the saved student carries rank 0's.
+* **EMA teacher.** Not wrapped: every rank updates its copy from the synchronised student parameters, so the
+  teacher weights are identical everywhere. Its BN running statistics follow its own train-mode forwards on
+  the rank's target slice (§9.6); the saved teacher carries rank 0's.
+* **Outputs.** Only rank 0 writes the scratch checkpoint, dvclive and the declared outputs; every rank reads
+  the scratch checkpoint on start, so resume works as with one process. The logged loss terms are averaged
+  over the ranks, so a NaN on any rank stops (or skips the step on) every rank alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from corda.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: ``rank`` in ``[0, world_size)``; world_size 1 = no distribution."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = DistInfo()
+
+
+def init_process_group(info: DistInfo, device: torch.device) -> None:
+    """Join the process group (NCCL on CUDA, gloo on the CPU); rendezvous comes from torchrun's env:// store."""
+    if not info.enabled or (dist.is_available() and dist.is_initialized()):
+        return
+    if not dist.is_available():
+        raise ConfigError("train.devices > 1 needs torch.distributed, which this PyTorch build lacks")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=info.rank, world_size=info.world_size)
+    log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, backend)
+
+
+def destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_batch(global_batch: int, info: DistInfo, name: str) -> int:
+    """Images per rank; ``name`` is the params key named in the error when N does not divide the batch."""
+    if global_batch % info.world_size:
+        raise ConfigError(f"{name}: the global batch {global_batch} is not divisible by {info.world_size} "
+                          "processes; make it a multiple of train.devices")
+    return global_batch // info.world_size
+
+
+def shard(keys: Sequence, info: DistInfo) -> list:
+    """Rank ``info.rank``'s contiguous slice of one step's global batch ``keys`` (len divisible by N)."""
+    b = len(keys) // info.world_size
+    return list(keys[info.rank * b:(info.rank + 1) * b])
+
+
+def wrap(module: nn.Module, info: DistInfo, device: torch.device, find_unused: bool = False) -> nn.Module:
+    """``module`` itself for one process, else a DistributedDataParallel wrapper (rank 0's weights broadcast).
+
+    ``find_unused``: set it when some outputs never reach the loss (the depth heads for source_only and
+    oracle); DDP then traces the graph after each forward to mark the parameters that get no gradient (a
+    small CPU cost per step; ``static_graph=True`` does not accept such parameters, torch 2.14). Without it,
+    an unused parameter makes DDP fail loudly at the next step ("Expected to have finished reduction").
+    The student is forwarded twice before one backward (source, then mixed, §3), which DDP accepts either way.
+    """
+    if not info.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The trained network inside a DDP wrapper (what checkpoints, EMA and evaluation use)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def mean_over_ranks(terms: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
+    """Detached scalar terms averaged over the ranks (one all-reduce); the dict itself for one process."""
+    if not info.enabled:
+        return terms
+    keys = [k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1]
+    flat = torch.stack([terms[k].detach().float().reshape(()) for k in keys])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    return {**terms, **{k: flat[i] for i, k in enumerate(keys)}}
+
+
+def torchrun_argv(python: str, module: str, nproc: int, args: Sequence[str]) -> list[str]:
+    """The command that re-runs ``python -m module args`` as ``nproc`` processes on this machine.
+
+    ``python -m torch.distributed.run`` is the ``torchrun`` entry point of the same interpreter (no reliance
+    on PATH); ``--standalone`` picks a free local rendezvous port.
+    """
+    return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
+            "-m", module, *args]

@@ -1,0 +1,68 @@
+"""Numeric precision and memory layout of segmentation training (issue #7, "Speed"; an extension of §5).
+
+The paper trains in fp32 only (method.md §5), and ``train.precision: fp32`` is the faithful default. The
+faster paths trade exactness for speed on recent GPUs:
+
+* ``fp32``: full fp32; cuDNN and CUDA matmuls may not use TF32 (PyTorch lets cuDNN convolutions use TF32 by
+  default, which is not fp32). ``cudnn.benchmark`` stays off, as in the original (§5).
+* ``tf32``: fp32 tensors, but convolutions and matmuls on Ampere+ GPUs use TF32 (10-bit mantissa inputs,
+  fp32 accumulation). ``cudnn.benchmark`` on: the crop size is fixed, so autotuning pays off; it makes
+  kernels (and so bits) vary between runs, acceptable once fp32 exactness is given up.
+* ``bf16``: the forward and the losses of a step run under ``torch.autocast(dtype=bfloat16)`` (TF32 and
+  ``cudnn.benchmark`` as for ``tf32`` for what autocast leaves in fp32). The network outputs are cast to
+  fp32 before the cross-entropies, softmax, BerHu and ω (:mod:`corda.seg_train`), weights, gradients and
+  optimizer state stay fp32 and backward runs outside autocast. bf16 has fp32's exponent range, so no loss
+  scaling is needed.
+
+``channels_last`` (NHWC) puts the networks and the input images in ``torch.channels_last``: tensor-core
+convolutions want NHWC, so cuDNN otherwise transposes around every convolution.
+
+On the CPU the TF32 and cuDNN switches do nothing; bf16 autocast works there (slowly, for tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import ContextManager, Literal
+
+import torch
+
+Precision = Literal["fp32", "tf32", "bf16"]
+log = logging.getLogger(__name__)
+
+
+def configure_backends(precision: Precision, device: torch.device) -> None:
+    """Set the process-wide TF32 and cuDNN switches for ``precision`` (no-op off CUDA)."""
+    if precision not in ("fp32", "tf32", "bf16"):
+        raise ValueError(f"precision must be fp32, tf32 or bf16, got {precision!r}")
+    if device.type != "cuda":
+        return
+    fast = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
+    torch.backends.cudnn.benchmark = fast
+    if fast:
+        torch.backends.cudnn.deterministic = False
+    log.info("precision %s: TF32 %s, cudnn.benchmark %s", precision, "on" if fast else "off",
+             "on" if fast else "off")
+
+
+def autocast(precision: Precision, device: torch.device) -> ContextManager:
+    """The context for a step's forward + losses: bf16 autocast, or nothing at all for fp32/tf32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def to_layout(batch: dict, channels_last: bool) -> dict:
+    """``batch`` with its 4-D floating-point tensors (images, depth) in channels_last; unchanged if False."""
+    if not channels_last:
+        return batch
+    return {k: (v.contiguous(memory_format=torch.channels_last)
+                if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point() else v)
+            for k, v in batch.items()}
