@@ -290,6 +290,9 @@ def test_training_is_deterministic():
     assert la == lb
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), n
+    c, lc, _ = _train(3, seed=4)  # another seed: other draws, other weights
+    assert lc != la
+    assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
 
 
 def test_other_methods():
