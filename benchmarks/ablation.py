@@ -41,6 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.engine import NonFiniteLoss
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
     from corda.segmentation import (ModelConfig, TrainConfig, make_eval_fn, resolve_device, run_training,
@@ -64,15 +65,22 @@ def main() -> None:
             src, tgt, val = seg_datasets(splits, tcfg, Path("depth"), with_target_labels=method == "oracle")
             ev = make_eval_fn(val, mcfg.num_classes, class_set, 32, 0, device)
             t0 = time.perf_counter()
-            student, _, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src, target_ds=tgt,
-                                         device=device, scratch=Path(f"checkpoints/ablation/{name}-{seed}.pt"),
-                                         inputs_fp={"ablation": name, "seed": seed})
+            try:
+                student, _, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src, target_ds=tgt,
+                                             device=device, scratch=Path(f"checkpoints/ablation/{name}-{seed}.pt"),
+                                             inputs_fp={"ablation": name, "seed": seed})
+            except NonFiniteLoss as exc:  # a diverged run is a result too: record it and go on
+                print(f"seed {seed}  {name:28s} diverged: {exc}", flush=True)
+                scores[name].append(float("nan"))
+                continue
             miou = 100 * ev(student, tcfg.iterations)["val/miou"]
             scores[name].append(miou)
             print(f"seed {seed}  {name:28s} mIoU {miou:5.1f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     lines = ["| method | mIoU (mean ± std) | per seed |", "|---|---:|---|"]
     for name, v in scores.items():
-        lines.append(f"| {name} | {np.mean(v):.1f} ± {np.std(v):.1f} | {', '.join(f'{x:.1f}' for x in v)} |")
+        ok = [x for x in v if x == x]  # NaN = diverged, reported but left out of the mean
+        stats = f"{np.mean(ok):.1f} ± {np.std(ok):.1f}" if ok else "—"
+        lines.append(f"| {name} | {stats} | {', '.join(f'{x:.1f}' if x == x else 'diverged' for x in v)} |")
     table = "\n".join(lines)
     print(table)
     section = (f"## Ablation (`python benchmarks/ablation.py --seeds {' '.join(map(str, args.seeds))}"
