@@ -219,17 +219,14 @@ class PredictionWriter:
 
     def write(self, p: Prediction) -> None:
         from corda.io import write_png
-        from corda.metrics import export_label_ids
 
         def dest(kind: str) -> Path:
             path = self.tmp / kind / f"{p.item.stem}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             return path
 
-        if self.label_ids:
-            export_label_ids(p.label, dest("labels"))
-        else:
-            write_png(dest("labels"), p.label)
+        labels = self._labels(p.label)  # mapped once, for the PNG and the HDF5 file
+        write_png(dest("labels"), labels)
         write_png(dest("overlay"), overlay(p.image, p.label))
         if p.depth_m is not None:
             write_png(dest("depth"), depth_png(p.depth_m))
@@ -239,12 +236,13 @@ class PredictionWriter:
             g = self.h5.create_group(p.item.stem)
             g.attrs["source"] = str(p.item.path)
             kw = {"compression": "gzip", "compression_opts": 4}
-            g.create_dataset("label", data=self._labels(p.label), **kw)
+            g.create_dataset("label", data=labels, **kw)
             if p.depth_m is not None:
                 g.create_dataset("depth", data=p.depth_m.astype(np.float16), **kw)
                 g.create_dataset("difficulty", data=p.difficulty.astype(np.float16), **kw)
 
     def _labels(self, label: np.ndarray) -> np.ndarray:
+        """trainIds as written: as they are, or as Cityscapes label ids (the table export_label_ids uses)."""
         from corda.labels import TRAIN_TO_CITYSCAPES_ID
 
         return TRAIN_TO_CITYSCAPES_ID[label.astype(np.int64)].astype(np.uint8) if self.label_ids else label
