@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--iterations", type=int, default=None, help="override train.iterations")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
+                    help="override train.precision (the bf16-vs-fp32 accuracy check of issue #7)")
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
 
@@ -54,40 +56,55 @@ def main() -> None:
     device = resolve_device(tcfg0.device)
     splits = load_splits("data/manifest.json")
     class_set = CLASS_SETS[class_set_name(load_manifest("data/manifest.json"))]
+    # The paper validates the student (method.md §5); the EMA teacher is scored too, as it makes the pseudo-labels.
     scores: dict[str, list[float]] = {v: [] for v in args.variants}
+    teacher_scores: dict[str, list[float]] = {v: [] for v in args.variants}
     for seed in args.seeds:
         for name in args.variants:
             method, mover, tover = VARIANTS[name]
             mcfg = dataclasses.replace(mcfg0, **mover)
             tcfg = dataclasses.replace(tcfg0, seed=seed, eval_every=0, **tover,
+                                       **({"precision": args.precision} if args.precision else {}),
                                        **({"iterations": args.iterations} if args.iterations else {}))
             set_seeds(seed)
             src, tgt, val = seg_datasets(splits, tcfg, Path("depth"), with_target_labels=method == "oracle")
             ev = make_eval_fn(val, mcfg.num_classes, class_set, 32, 0, device)
             t0 = time.perf_counter()
             try:
-                student, _, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src, target_ds=tgt,
-                                             device=device, scratch=Path(f"checkpoints/ablation/{name}-{seed}.pt"),
-                                             inputs_fp={"ablation": name, "seed": seed})
+                student, teacher, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src,
+                                                   target_ds=tgt, device=device,
+                                                   scratch=Path(f"checkpoints/ablation/{name}-{seed}.pt"),
+                                                   inputs_fp={"ablation": name, "seed": seed})
             except NonFiniteLoss as exc:  # a diverged run is a result too: record it and go on
                 print(f"seed {seed}  {name:28s} diverged: {exc}", flush=True)
                 scores[name].append(float("nan"))
+                teacher_scores[name].append(float("nan"))
                 continue
             miou = 100 * ev(student, tcfg.iterations)["val/miou"]
+            t_miou = 100 * ev(teacher, tcfg.iterations)["val/miou"] if teacher is not None else float("nan")
             scores[name].append(miou)
-            print(f"seed {seed}  {name:28s} mIoU {miou:5.1f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    lines = ["| method | mIoU (mean ± std) | per seed |", "|---|---:|---|"]
-    for name, v in scores.items():
-        ok = [x for x in v if x == x]  # NaN = diverged, reported but left out of the mean
-        stats = f"{np.mean(ok):.1f} ± {np.std(ok):.1f}" if ok else "—"
-        lines.append(f"| {name} | {stats} | {', '.join(f'{x:.1f}' if x == x else 'diverged' for x in v)} |")
+            teacher_scores[name].append(t_miou)
+            print(f"seed {seed}  {name:28s} mIoU {miou:5.1f}  teacher {t_miou:5.1f}  "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    def stats(v: list[float]) -> tuple[str, str]:
+        ok = [x for x in v if x == x]  # NaN = diverged (or no teacher), reported but left out of the mean
+        return (f"{np.mean(ok):.1f} ± {np.std(ok):.1f}" if ok else "—",
+                ", ".join(f"{x:.1f}" if x == x else "diverged" for x in v))
+
+    lines = ["| method | student mIoU (mean ± std) | per seed | EMA teacher mIoU (mean ± std) | per seed |",
+             "|---|---:|---|---:|---|"]
+    for name in scores:
+        lines.append(f"| {name} | {' | '.join(stats(scores[name]))} | {' | '.join(stats(teacher_scores[name]))} |")
     table = "\n".join(lines)
     print(table)
-    section = (f"## Ablation (`python benchmarks/ablation.py --seeds {' '.join(map(str, args.seeds))}"
-               f"{' --iterations ' + str(args.iterations) if args.iterations else ''}`)\n\n"
+    flags = (f"--seeds {' '.join(map(str, args.seeds))}" + (f" --iterations {args.iterations}" if args.iterations else "")
+             + (f" --precision {args.precision}" if args.precision else ""))
+    heading = "## Ablation" + (f", {args.precision}" if args.precision else "")
+    section = (f"{heading} (`python benchmarks/ablation.py {flags}`)\n\n"
                f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
                f"{tcfg0.iterations if not args.iterations else args.iterations} iterations.\n\n{table}\n")
-    write_section(Path(args.out), "## Ablation", section)
+    write_section(Path(args.out), heading + " (", section)
 
 
 def write_section(path: Path, heading: str, text: str) -> None:

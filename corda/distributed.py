@@ -28,14 +28,19 @@ Semantics, i.e. what is and is not the same as one process with the same global 
 * **Outputs.** Only rank 0 writes the scratch checkpoint, dvclive and the declared outputs; every rank reads
   the scratch checkpoint on start, so resume works as with one process. The logged loss terms are averaged
   over the ranks, so a NaN on any rank stops (or skips the step on) every rank alike.
+
+The same helpers shard depth pretraining (``depth.devices``, :func:`corda.depth.pretrain.train_depth`) and
+the pseudo-label export (``pseudo_labels.devices``: :func:`shard_range`, :func:`sum_over_ranks`,
+:func:`barrier`; inference only, no DDP).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -64,12 +69,15 @@ class DistInfo:
 SINGLE = DistInfo()
 
 
-def init_process_group(info: DistInfo, device: torch.device) -> None:
-    """Join the process group (NCCL on CUDA, gloo on the CPU); rendezvous comes from torchrun's env:// store."""
+def init_process_group(info: DistInfo, device: torch.device, key: str = "train.devices") -> None:
+    """Join the process group (NCCL on CUDA, gloo on the CPU); rendezvous comes from torchrun's env:// store.
+
+    ``key`` is the params key named in the error when torch.distributed is missing.
+    """
     if not info.enabled or (dist.is_available() and dist.is_initialized()):
         return
     if not dist.is_available():
-        raise ConfigError("train.devices > 1 needs torch.distributed, which this PyTorch build lacks")
+        raise ConfigError(f"{key} > 1 needs torch.distributed, which this PyTorch build lacks")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -82,11 +90,12 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def local_batch(global_batch: int, info: DistInfo, name: str) -> int:
-    """Images per rank; ``name`` is the params key named in the error when N does not divide the batch."""
+def local_batch(global_batch: int, info: DistInfo, name: str, devices_key: str = "train.devices") -> int:
+    """Images per rank; ``name`` (the batch) and ``devices_key`` are the params keys named in the error when
+    N does not divide the batch."""
     if global_batch % info.world_size:
         raise ConfigError(f"{name}: the global batch {global_batch} is not divisible by {info.world_size} "
-                          "processes; make it a multiple of train.devices")
+                          f"processes; make it a multiple of {devices_key}")
     return global_batch // info.world_size
 
 
@@ -94,6 +103,49 @@ def shard(keys: Sequence, info: DistInfo) -> list:
     """Rank ``info.rank``'s contiguous slice of one step's global batch ``keys`` (len divisible by N)."""
     b = len(keys) // info.world_size
     return list(keys[info.rank * b:(info.rank + 1) * b])
+
+
+def shard_range(n: int, info: DistInfo, align: int = 1) -> range:
+    """Rank ``info.rank``'s contiguous share of the items ``range(n)`` (every item on exactly one rank).
+
+    The items are cut in blocks of ``align`` (the last block may be short) and the blocks dealt out in
+    contiguous runs, as evenly as possible. With ``align`` = the inference batch size, every rank's batches
+    are exactly batches of a one-process pass over ``range(n)``, so per-item results (which can depend on
+    the batch composition through the kernels' summation order) do not change with N. A rank may get
+    nothing when there are fewer blocks than ranks.
+    """
+    if align < 1:
+        raise ValueError(f"align must be >= 1, got {align}")
+    blocks = -(-n // align)
+    b0 = blocks * info.rank // info.world_size
+    b1 = blocks * (info.rank + 1) // info.world_size
+    return range(min(b0 * align, n), min(b1 * align, n))
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (nothing for one process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def sum_over_ranks(arrays: Mapping[str, np.ndarray], info: DistInfo,
+                   device: torch.device | None = None) -> dict[str, np.ndarray]:
+    """Element-wise sums of numpy arrays over the ranks (one all-reduce per array); the arrays themselves
+    for one process.
+
+    Integer arrays (counts, histograms) sum exactly. Floating arrays sum in the backend's order, so they can
+    differ from a one-process accumulation in the last bits. ``device``: where the all-reduce runs (NCCL
+    reduces CUDA tensors only; None = CPU, for gloo).
+    """
+    if not info.enabled:
+        return dict(arrays)
+    out = {}
+    for k in sorted(arrays):  # the same order on every rank: the collectives must pair up
+        a = np.asarray(arrays[k])
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(device or "cpu")
+        dist.all_reduce(t)
+        out[k] = t.cpu().numpy().astype(a.dtype, copy=False).reshape(a.shape)
+    return out
 
 
 def wrap(module: nn.Module, info: DistInfo, device: torch.device, find_unused: bool = False) -> nn.Module:

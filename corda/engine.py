@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from corda.errors import CordaError
-from corda.io import atomic_path
+from corda.io import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,7 @@ class Trainer:
     def save_scratch(self) -> None:
         if not self.write_checkpoints:
             return
-        with atomic_path(self.scratch, suffix=".pt") as tmp:
-            torch.save(self.state_dict(), tmp)
+        save_torch(self.state_dict(), self.scratch)
 
     def try_resume(self) -> bool:
         """Load the scratch checkpoint if it belongs to this run; returns whether it resumed."""

@@ -20,6 +20,8 @@ Writing (:class:`H5StreamWriter`)
   and h5py writes byte-identical files for identical content (ecosystem.md §6), so a re-run with the
   same inputs gives the same DVC hash and does not invalidate downstream stages.
 * HDF5/OS failures (disk full, permissions) become :class:`corda.errors.CordaError` naming the file.
+* Data-parallel export: each rank writes its share to a part file and :func:`merge_pseudo_h5` streams
+  the parts, in order, into the final file (the same content as a one-process export).
 
 Layout shared by both kinds
 ---------------------------
@@ -671,3 +673,42 @@ class PseudoLabelH5(_SchemaReader):
     def weight(self, i: int) -> np.ndarray:
         """(H, W) float16 final per-pixel CE weight of item ``i`` used by self-training."""
         return self._row("weight", i)
+
+
+def pseudo_rows(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Stream a finished pseudo-label file row by row as :func:`write_pseudo_h5` items, in file order:
+    ``(name, label, confidence, depth_weight, weight)`` in the stored dtypes (one image in memory at a time).
+    """
+    with PseudoLabelH5(path) as f:
+        for i, name in enumerate(f.names):
+            yield name, f.label(i), f.confidence(i), f.depth_weight(i), f.weight(i)
+
+
+def merge_pseudo_h5(
+    path: str | os.PathLike,
+    parts: Iterable[str | os.PathLike],
+    attrs: Mapping[str, Any],
+    **writer_kw: Any,
+) -> None:
+    """Concatenate finished pseudo-label files (``parts``, in order) into one file, streamed and atomic.
+
+    The data-parallel export (``pseudo_labels.devices > 1``) writes each rank's contiguous share of the
+    images to a part file; merging them in rank order gives row for row the items a one-process export
+    writes. Re-writing float16/uint8 rows casts nothing, so with the same ``attrs`` the result holds the same
+    datasets, values, names and attributes as the one-process file.
+
+    Args:
+        parts: part files written by :func:`write_pseudo_h5` (every one complete).
+        attrs: the final file's attributes, as for :func:`write_pseudo_h5`.
+    """
+    parts = [Path(p) for p in parts]
+    n = 0
+    for part in parts:
+        with open_h5(part, PSEUDO_SCHEMA.kind) as f:
+            n += int(f[_NAMES].shape[0])
+
+    def rows() -> Iterator[tuple]:
+        for part in parts:
+            yield from pseudo_rows(part)
+
+    write_pseudo_h5(path, rows(), n, attrs, **writer_kw)

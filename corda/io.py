@@ -44,6 +44,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+def save_torch(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` atomically, with bytes that depend on ``obj`` only.
+
+    Saved through a file object: torch names the zip records after the file it writes to, so saving to the
+    random temporary name would make every artefact's hash differ between identical runs.
+    """
+    import torch
+
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -176,9 +176,9 @@ def depth_from_png(values: np.ndarray) -> np.ndarray:
 
 def colour_depth(depth_m: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 view of inverse depth (near = bright), range from the image's own percentiles."""
-    from corda.report import _scalar_panel
+    from corda.report import scalar_panel
 
-    return _scalar_panel(1.0 / np.maximum(depth_m, 1e-3), "magma", None, None)
+    return scalar_panel(1.0 / np.maximum(depth_m, 1e-3), "magma", None, None)
 
 
 @dataclass

@@ -223,6 +223,44 @@ class PseudoLabelDiagnostics:
         self._weight_sum += float(wv.sum())
         self._weight_right += float(wv[right].sum())
 
+    # -- shards ---------------------------------------------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every accumulated count and sum as named arrays; the element-wise sum of the arrays of diagnostics
+        over disjoint shards of the images is the state of one pass over all of them (data-parallel export).
+
+        Counts are int64 (they add up exactly); the two weight sums are 0-d float64, whose sum over shards
+        differs from the one-pass sum only by float rounding (it changes ``weighted_accuracy`` in the last
+        bits at most).
+        """
+        out = {"matrix": self.matrix, "missed": self.missed,
+               "weight_sum": np.asarray(self._weight_sum, dtype=np.float64),
+               "weight_right": np.asarray(self._weight_right, dtype=np.float64)}
+        for s in SIGNALS:
+            out[f"auroc_pos/{s}"] = self._auroc[s].pos
+            out[f"auroc_neg/{s}"] = self._auroc[s].neg
+            out[f"curve_total/{s}"] = self._curve_total[s]
+            out[f"curve_right/{s}"] = self._curve_right[s]
+        return {k: np.array(v, copy=True) for k, v in out.items()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the accumulated state by ``arrays`` (from :meth:`state_arrays`, e.g. summed over ranks)."""
+        mine = self.state_arrays()
+        if set(arrays) != set(mine):
+            raise ValueError(f"load_state_arrays: keys {sorted(arrays)} != {sorted(mine)}")
+        for k, v in arrays.items():
+            if np.shape(v) != mine[k].shape:
+                raise ValueError(f"load_state_arrays: {k} has shape {np.shape(v)}, expected {mine[k].shape}")
+        self.matrix = np.array(arrays["matrix"], dtype=np.int64)
+        self.missed = np.array(arrays["missed"], dtype=np.int64)
+        self._weight_sum = float(arrays["weight_sum"])
+        self._weight_right = float(arrays["weight_right"])
+        for s in SIGNALS:
+            self._auroc[s].pos = np.array(arrays[f"auroc_pos/{s}"], dtype=np.int64)
+            self._auroc[s].neg = np.array(arrays[f"auroc_neg/{s}"], dtype=np.int64)
+            self._curve_total[s] = np.array(arrays[f"curve_total/{s}"], dtype=np.int64)
+            self._curve_right[s] = np.array(arrays[f"curve_right/{s}"], dtype=np.int64)
+
     # -- results ----------------------------------------------------------------------------------------
 
     def iou(self) -> np.ndarray:

@@ -250,8 +250,23 @@ def _image_panel(img: np.ndarray) -> np.ndarray:
     return a
 
 
-def _scalar_panel(x: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
-    """Colour-map an (H, W) float map; non-finite pixels are black."""
+def scalar_panel(x: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
+    """Colour-map a scalar map for a figure panel.
+
+    Args:
+        x: (H, W) float map in any unit (depth in metres, inverse depth, the weight ω in [0, 1] …);
+            non-finite pixels are drawn black.
+        cmap: name of a matplotlib colormap (``"magma"``, ``"viridis"`` …).
+        vmin, vmax: colour range in the unit of ``x``; either one None takes the 2nd / 98th percentile
+            of the finite pixels (0 and 1 when none is finite). An empty range (vmax ≤ vmin) uses a
+            scale of 1.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        ValueError: ``x`` is not 2-D.
+    """
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:
         raise ValueError(f"depth/omega must be (H, W), got {a.shape}")
@@ -300,8 +315,8 @@ def prediction_strip(rows: Sequence[Mapping[str, np.ndarray | None]], path: str 
             None if row.get("image") is None else _image_panel(row["image"]),
             None if row.get("gt") is None else colorize(np.asarray(row["gt"]).astype(np.uint8)),
             None if row.get("pred") is None else colorize(np.asarray(row["pred"]).astype(np.uint8)),
-            None if row.get("depth") is None else _scalar_panel(row["depth"], "magma", None, None),
-            None if row.get("omega") is None else _scalar_panel(row["omega"], "viridis", 0.0, 1.0),
+            None if row.get("depth") is None else scalar_panel(row["depth"], "magma", None, None),
+            None if row.get("omega") is None else scalar_panel(row["omega"], "viridis", 0.0, 1.0),
         ]
         y = STRIP_HEADER_PX + i * (h + gap)
         for j, panel in enumerate(panels):

@@ -75,6 +75,11 @@ class SegTrainConfig:
     blur_p: float = field(0.5, min=0.0, max=1.0)
     blur_sigma: tuple[float, float] = field((0.15, 1.15), gt=0.0)
     blur_kernel_frac: float = field(0.1, gt=0.0, max=1.0)
+    # self_train only: weight of a weighted CE on the *un-mixed* target batch with its pseudo-labels (ours,
+    # as in CBST-style self-training). Besides the direct target signal, it puts target images through the
+    # student's BatchNorm in train mode; with mixing alone the running statistics see source and mixed
+    # images only (the source/target statistics confound of §9.6). 0 = off (ClassMix only, as round 1).
+    target_ce_weight: float = field(0.0, min=0.0)
 
 
 def build_seg_model(method: Method = "corda", **model_kwargs: Any) -> CorDANet:
@@ -213,6 +218,12 @@ def train_step(
         y_t = _require(tgt, "pseudo_label", "target", method).long()
         w_t = _require(tgt, "pseudo_weight", "target", method).to(x_t.dtype)
         q = w_t.mean()
+        if cfg.target_ce_weight > 0:
+            o_t = _upsampled(student(x_t), size, ("S", "initial_S"))
+            seg_t = weighted_ce(o_t["S"], y_t, w_t)
+            seg_t_init = weighted_ce(o_t["initial_S"], y_t, w_t) if has_initial else _zero(seg_t)
+            total = total + cfg.target_ce_weight * (seg_t + cfg.w_seg_initial * seg_t_init)
+            terms.update(seg_tgt=seg_t, seg_tgt_init=seg_t_init)
     else:
         if teacher is None:
             raise ConfigError(f"method {method!r} needs an EMA teacher")

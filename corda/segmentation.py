@@ -49,7 +49,8 @@ class ModelConfig:
 class TrainConfig(SegTrainConfig):
     """params.yaml ``train``: the loss weights/switches of :class:`SegTrainConfig` plus the schedule (§5).
 
-    ``method`` is not a params key: each DVC stage passes it on the command line. ``precision``,
+    ``method`` and ``target_ce_weight`` are not params keys: each DVC stage passes ``method`` on the command
+    line, and ``self_train`` sets ``target_ce_weight`` from ``self_train.target_weight``. ``precision``,
     ``channels_last`` and ``devices`` are speed settings beyond the paper (:mod:`corda.precision`,
     :mod:`corda.distributed`); their defaults run the published fp32, single-GPU recipe.
     """
@@ -271,7 +272,7 @@ def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_siz
 def save_model(path: Path, *, method: str, student: nn.Module, teacher: nn.Module | None, mcfg: ModelConfig,
                tcfg: TrainConfig, history: list[dict], extra: dict | None = None) -> None:
     """The trained-model artefact: student (evaluated, §6), EMA teacher (pseudo-labels), configs, curves."""
-    from corda.io import atomic_path
+    from corda.io import save_torch
 
     state = {
         "method": method,
@@ -282,8 +283,7 @@ def save_model(path: Path, *, method: str, student: nn.Module, teacher: nn.Modul
         "history": history,
         **(extra or {}),
     }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def load_model(path: Path, device: torch.device, which: Literal["student", "teacher"] = "student") -> tuple[CorDANet, dict]:

@@ -14,9 +14,12 @@ left pixel is visible in the right view (x ≥ d) and invalid elsewhere, and the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
@@ -24,6 +27,9 @@ from PIL import Image
 
 from corda.io import atomic_path, write_json, write_png
 from corda.labels import SYNTHIA_MAX_ID, SYNTHIA_TO_TRAIN_DICT
+
+if TYPE_CHECKING:
+    from corda.distributed import DistInfo
 
 BLOCK = 4  # label/depth block size in pixels
 
@@ -186,3 +192,31 @@ def write_synthia_fixture(root: str | os.PathLike, n: int, h: int, w: int, seed:
         items.append(FixtureItem(name=name, image=image, label_ids=ids, train_ids=syn_lut[ids], inv_depth=inv,
                                  depth_m=z))
     return items
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for the rendezvous of a multi-process test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gloo_process_group(rank: int, world: int, port: int) -> Iterator[DistInfo]:
+    """Join a CPU (gloo) process group of ``world`` ranks at 127.0.0.1:``port`` as ``rank``; leave it on exit.
+
+    For the body of a ``torch.multiprocessing.spawn`` worker in the data-parallel tests; one thread per rank,
+    so two ranks do not oversubscribe a small CI machine.
+    """
+    import torch
+
+    from corda.distributed import DistInfo, destroy_process_group, init_process_group
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    info = DistInfo(rank, world)
+    init_process_group(info, torch.device("cpu"))
+    try:
+        yield info
+    finally:
+        destroy_process_group()

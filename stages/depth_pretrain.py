@@ -3,11 +3,13 @@
 ``depth.mode`` picks the source views (stereo | mono | mono+stereo). The target network is always
 trained; the source network only with ``depth.source: self_supervised`` (a source without
 ground-truth depth, like GTA5). Writes ``models/depth/{target,source}.pt`` and
-``dvclive/depth_pretrain/``.
+``dvclive/depth_pretrain/``. With ``depth.devices = N > 1`` the stage re-runs itself under torchrun and
+trains data-parallel (:mod:`corda.depth.train` has the semantics); only rank 0 writes the outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,7 @@ from typing import Annotated
 import typer
 
 from stages.common import load_params, outputs, section, stage_main
+from stages.launch import data_parallel
 
 log = logging.getLogger("stages.depth_pretrain")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -27,42 +30,45 @@ def main(
     manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
 ) -> None:
     """Train the depth networks; writes models/depth/ and dvclive/depth_pretrain/."""
-    import torch
-
-    from corda.config import to_dict
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
-    from corda.depth.pretrain import DepthStageConfig, depth_fields, train_depth
+    from corda.depth.pretrain import DepthStageConfig, depth_fields, recorded_config, train_depth
     from corda.engine import write_dvclive
     from corda.errors import ConfigError
-    from corda.io import atomic_path, file_hash
+    from corda.io import file_hash, save_torch
     from corda.log import progress
     from corda.segmentation import resolve_device
 
     cfg = section(load_params(params), "depth", DepthStageConfig)
-    device = resolve_device(cfg.device)
-    splits = load_splits(manifest)
-    domains = ["target"] + (["source"] if cfg.source == "self_supervised" else [])
-    fields = depth_fields(cfg)
     out_dir, out_live = Path("models/depth"), Path("dvclive/depth_pretrain")
-    with outputs(out_dir, out_live):
-        history = []
-        for domain in domains:
-            index = splits["target_train" if domain == "target" else "source"]
-            missing = [f for f in fields if f in ("right", "prev", "next") and not index.has(f)]
-            if missing:
-                raise ConfigError(f"depth.mode={cfg.mode}: the {domain} dataset ({index.kind} at {index.root}) has "
-                                  f"no {missing} views; choose another depth.mode, or depth.source: ground_truth")
-            ds = SegDepthDataset(index, fields, cfg.resize_hw, None, seed=cfg.seed)
-            models, trainer = train_depth(cfg, ds, device, Path("checkpoints/depth_pretrain") / f"{domain}.pt",
-                                          {"manifest": file_hash(manifest), "domain": domain}, progress,
-                                          desc=f"depth {domain}")
-            with atomic_path(out_dir / f"{domain}.pt", suffix=".pt") as tmp:
-                torch.save({"config": to_dict(cfg), "domain": domain,
-                            "depth": models["depth"].state_dict(), "history": trainer.history}, tmp)
-            history += [{**r, **{f"{domain}/{k}": v for k, v in r.items() if k != "step"}} for r in trainer.history]
-            trainer.discard_scratch()
-        write_dvclive([{k: v for k, v in r.items() if "/" in k or k == "step"} for r in history], out_live)
+    # depth.devices > 1: re-runs this command under torchrun; every rank trains its slice, rank 0 writes.
+    with data_parallel(cfg.devices, "stages.depth_pretrain", resolve_device(cfg.device), "depth.devices") as (
+            dist, device):
+        splits = load_splits(manifest)
+        domains = ["target"] + (["source"] if cfg.source == "self_supervised" else [])
+        fields = depth_fields(cfg)
+        with outputs(out_dir, out_live) if dist.is_main else contextlib.nullcontext():
+            history = []
+            for domain in domains:
+                index = splits["target_train" if domain == "target" else "source"]
+                missing = [f for f in fields if f in ("right", "prev", "next") and not index.has(f)]
+                if missing:
+                    raise ConfigError(f"depth.mode={cfg.mode}: the {domain} dataset ({index.kind} at {index.root}) "
+                                      f"has no {missing} views; choose another depth.mode, or depth.source: "
+                                      "ground_truth")
+                ds = SegDepthDataset(index, fields, cfg.resize_hw, None, seed=cfg.seed)
+                models, trainer = train_depth(cfg, ds, device, Path("checkpoints/depth_pretrain") / f"{domain}.pt",
+                                              {"manifest": file_hash(manifest), "domain": domain}, progress,
+                                              desc=f"depth {domain}", dist=dist)
+                if dist.is_main:
+                    save_torch({"config": recorded_config(cfg), "domain": domain,
+                                "depth": models["depth"].state_dict(), "history": trainer.history},
+                               out_dir / f"{domain}.pt")
+                history += [{**r, **{f"{domain}/{k}": v for k, v in r.items() if k != "step"}}
+                            for r in trainer.history]
+                trainer.discard_scratch()  # rank 0 only (the others write no checkpoints)
+            if dist.is_main:
+                write_dvclive([{k: v for k, v in r.items() if "/" in k or k == "step"} for r in history], out_live)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Launch glue of the training stages for ``train.devices > 1`` (data-parallel, :mod:`corda.distributed`).
+"""Launch glue of the stages that run as N processes: ``train.devices``, ``depth.devices`` and
+``pseudo_labels.devices`` > 1 (data-parallel, :mod:`corda.distributed`).
 
 A stage started by DVC as one process (``python -m stages.train ...``) re-executes itself under torchrun
 with the same arguments, so dvc.yaml's ``cmd`` is the same for one or N devices. Under torchrun the stage
@@ -36,8 +37,11 @@ def _own_args(module: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def data_parallel(devices: int, module: str, device: torch.device) -> Iterator[tuple[DistInfo, torch.device]]:
+def data_parallel(devices: int, module: str, device: torch.device,
+                  key: str = "train.devices") -> Iterator[tuple[DistInfo, torch.device]]:
     """Yield (rank info, this rank's device); with ``devices > 1`` outside torchrun, re-exec under it.
+
+    ``key``: the params key that set ``devices``, named in errors and logs (e.g. ``depth.devices``).
 
     One process (devices 1, not under torchrun): ``(SINGLE, device)``, nothing else happens.
     Under torchrun: joins the process group (NCCL on CUDA, gloo on the CPU), pins ``cuda:LOCAL_RANK``,
@@ -46,10 +50,10 @@ def data_parallel(devices: int, module: str, device: torch.device) -> Iterator[t
     if not under_torchrun():
         if devices > 1:
             if device.type == "cuda" and torch.cuda.device_count() < devices:
-                raise ConfigError(f"train.devices: {devices} processes but only {torch.cuda.device_count()} GPUs "
+                raise ConfigError(f"{key}: {devices} processes but only {torch.cuda.device_count()} GPUs "
                                   "are visible")
             argv = torchrun_argv(sys.executable, module, devices, _own_args(module))
-            log.info("train.devices=%d: re-running as %s", devices, " ".join(argv))
+            log.info("%s=%d: re-running as %s", key, devices, " ".join(argv))
             sys.stdout.flush()
             sys.stderr.flush()
             os.execv(argv[0], argv)  # replaces this process; torchrun forwards signals to the ranks
@@ -60,7 +64,7 @@ def data_parallel(devices: int, module: str, device: torch.device) -> Iterator[t
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
-    init_process_group(info, device)
+    init_process_group(info, device, key)
     try:
         yield info, device
     finally:

@@ -6,10 +6,18 @@ one streamed HDF5 file (``pseudo/target.h5``, schema in :mod:`corda.h5io`). Diag
 the target train labels (which serve only these diagnostics, never training) test the paper's
 hypothesis that depth discrepancy marks hard pixels: ``metrics/pseudo_labels.json`` and
 ``plots/pseudo_label_accuracy.{json,png}``.
+
+With ``pseudo_labels.devices = N > 1`` the stage re-runs itself under torchrun (inference only, no DDP):
+rank r labels a contiguous share of the images (whole batches, so every image is computed in the same
+batch as in one process) into ``pseudo/target.h5.part<r>``, the diagnostics' counts are summed over the
+ranks, and rank 0 merges the parts in image order into ``pseudo/target.h5`` (streamed, atomic) and
+removes them. The file equals the one-process file; the metrics too, except that ``weighted_accuracy``
+may differ in the last bits (its float sums are added per rank, then across ranks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -18,7 +26,8 @@ from typing import Annotated, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import load_params, outputs, section, stage_main
+from stages.common import load_params, outputs, remove_outputs, section, stage_main
+from stages.launch import data_parallel
 
 log = logging.getLogger("stages.pseudo_labels")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -32,6 +41,7 @@ class PseudoConfig:
     # confidence_x_omega = c·ω, omega = ω, confidence = c, threshold = [c ≥ threshold]·ω, uniform = 1.
     weight_rule: Literal["confidence_x_omega", "omega", "confidence", "threshold", "uniform"] = "confidence_x_omega"
     device: str = "auto"
+    devices: int = field(1, min=1)  # processes (torchrun), each labelling a contiguous share of the images
 
 
 @app.command()
@@ -44,10 +54,12 @@ def main(
 ) -> None:
     """Export target pseudo-labels, confidence, ω and weights to pseudo/target.h5, with diagnostics."""
     import numpy as np
+    import torch
 
     from corda import report
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.distributed import shard_range
     from corda.h5io import write_pseudo_h5
     from corda.inference import iterate_batches
     from corda.io import file_hash, write_json
@@ -57,53 +69,98 @@ def main(
     from corda.segmentation import load_model, resolve_device
 
     cfg = section(load_params(params), "pseudo_labels", PseudoConfig)
-    device = resolve_device(cfg.device)
-    man = load_manifest(manifest)
-    class_set = CLASS_SETS[class_set_name(man)]
-    split = load_splits(manifest)["target_train"]
-    fields = ("image", "depth") + (("label",) if split.has("label") else ())
-    ds = SegDepthDataset(split, fields, None, None, depth_h5=str(depth_h5), seed=0)
-    teacher, ck = load_model(model_path, device, which="teacher")
-    if not getattr(teacher, "depth", False):
-        from corda.errors import CordaError
-
-        raise CordaError(f"{model_path}: a model with depth decoders (method corda) is needed for ω")
-    teacher.eval()
-    diag = PseudoLabelDiagnostics(teacher.num_classes, class_set, CLASS_NAMES)
     out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")
     out_curve_json, out_curve_png = Path("plots/pseudo_label_accuracy.json"), Path("plots/pseudo_label_accuracy.png")
+    # pseudo_labels.devices > 1: re-runs this command under torchrun; each rank labels a contiguous share of
+    # the images into a part file, rank 0 merges the parts and writes the outputs.
+    with data_parallel(cfg.devices, "stages.pseudo_labels", resolve_device(cfg.device),
+                       "pseudo_labels.devices") as (dist, device):
+        man = load_manifest(manifest)
+        class_set = CLASS_SETS[class_set_name(man)]
+        split = load_splits(manifest)["target_train"]
+        fields = ("image", "depth") + (("label",) if split.has("label") else ())
+        ds = SegDepthDataset(split, fields, None, None, depth_h5=str(depth_h5), seed=0)
+        teacher, ck = load_model(model_path, device, which="teacher")
+        if not getattr(teacher, "depth", False):
+            from corda.errors import CordaError
 
-    def items():
-        for batch in progress(iterate_batches(ds, cfg.batch_size), (len(ds) + cfg.batch_size - 1) // cfg.batch_size,
-                              "pseudo-labels"):
-            r = pseudo_label_batch(teacher, batch["image"].to(device), batch["depth"].to(device),
-                                   cfg.weight_rule, cfg.threshold)
-            for j in range(r["label"].shape[0]):
-                lab, c, o, w = (r[k][j].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
-                if "label" in batch:
-                    diag.update(lab, batch["label"][j].numpy(), c, o, w)
-                yield batch["name"][j], lab.astype(np.uint8), c, o, w
+            raise CordaError(f"{model_path}: a model with depth decoders (method corda) is needed for ω")
+        teacher.eval()
+        diag = PseudoLabelDiagnostics(teacher.num_classes, class_set, CLASS_NAMES)
+        # Whole batches per rank: each rank's batches are batches of the one-process pass (shard_range).
+        mine = shard_range(len(ds), dist, align=cfg.batch_size)
+        part_ds = torch.utils.data.Subset(ds, mine) if dist.enabled else ds
 
-    with outputs(out_h5, out_metrics, out_curve_json, out_curve_png):
+        def items():
+            for batch in progress(iterate_batches(part_ds, cfg.batch_size),
+                                  (len(part_ds) + cfg.batch_size - 1) // cfg.batch_size, "pseudo-labels"):
+                r = pseudo_label_batch(teacher, batch["image"].to(device), batch["depth"].to(device),
+                                       cfg.weight_rule, cfg.threshold)
+                for j in range(r["label"].shape[0]):
+                    lab, c, o, w = (r[k][j].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
+                    if "label" in batch:
+                        diag.update(lab, batch["label"][j].numpy(), c, o, w)
+                    yield batch["name"][j], lab.astype(np.uint8), c, o, w
+
+        # `devices` is left out of the recorded params: the content does not depend on it, so the file of N
+        # processes equals the one-process file (and the file written before the key existed).
+        recorded = {k: v for k, v in to_dict(cfg).items() if k != "devices"}
         attrs = {"class_names": list(CLASS_NAMES), "threshold": cfg.threshold, "checkpoint_hash": file_hash(model_path),
-                 "params": to_dict(cfg), "weight_rule": cfg.weight_rule}
-        write_pseudo_h5(out_h5, items(), len(ds), attrs)
-        result = diag.result() if split.has("label") else {}
-        write_json(out_metrics, result)
-        records = diag.curve_records() if split.has("label") else []
-        write_json(out_curve_json, records)
-        series = {}
-        for r in records:
-            s = series.setdefault(r["signal"], ([], []))
-            s[0].append(r["weight"])
-            s[1].append(r["accuracy"])
-        report.plot_curves(series, out_curve_png, "pseudo-label accuracy vs weight", xlabel="weight",
-                           ylabel="accuracy")
+                 "params": recorded, "weight_rule": cfg.weight_rule}
+        with outputs(out_h5, out_metrics, out_curve_json, out_curve_png) if dist.is_main else contextlib.nullcontext():
+            if not dist.enabled:
+                write_pseudo_h5(out_h5, items(), len(ds), attrs)
+            else:
+                _export_sharded(out_h5, items(), len(ds), attrs, diag, cfg.batch_size, dist, device)
+            if not dist.is_main:
+                return
+            result = diag.result() if split.has("label") else {}
+            write_json(out_metrics, result)
+            records = diag.curve_records() if split.has("label") else []
+            write_json(out_curve_json, records)
+            series = {}
+            for r in records:
+                s = series.setdefault(r["signal"], ([], []))
+                s[0].append(r["weight"])
+                s[1].append(r["accuracy"])
+            report.plot_curves(series, out_curve_png, "pseudo-label accuracy vs weight", xlabel="weight",
+                               ylabel="accuracy")
     if result:
         a = result["auroc"]
         log.info("pseudo-label mIoU %.2f | AUROC of predicting errors: confidence %.3f, depth weight %.3f, "
                  "combined %.3f", 100 * (result["miou"] or 0), a["confidence"] or 0, a["depth_weight"] or 0,
                  a["combined"] or 0)
+
+
+def part_path(out_h5: Path, rank: int) -> Path:
+    """Rank ``rank``'s temporary share of ``out_h5`` (``pseudo/target.h5.part<r>``, removed after the merge)."""
+    return out_h5.with_name(f"{out_h5.name}.part{rank}")
+
+
+def _export_sharded(out_h5: Path, items, n: int, attrs: dict, diag, batch_size: int, dist, device) -> None:
+    """This rank's share into its part file; diagnostics summed over ranks; rank 0 merges the parts."""
+    from corda.distributed import DistInfo, barrier, shard_range, sum_over_ranks
+    from corda.h5io import merge_pseudo_h5, write_pseudo_h5
+
+    shares = [shard_range(n, DistInfo(r, dist.world_size), align=batch_size) for r in range(dist.world_size)]
+    parts = [part_path(out_h5, r) for r, share in enumerate(shares) if len(share)]
+    mine = part_path(out_h5, dist.rank)
+    try:
+        if len(shares[dist.rank]):
+            write_pseudo_h5(mine, items, len(shares[dist.rank]), attrs)
+        # Every rank (also one with no images) joins the reduction; NCCL reduces on the rank's GPU.
+        diag.load_state_arrays(sum_over_ranks(diag.state_arrays(), dist,
+                                              device if device.type == "cuda" else None))
+        barrier(dist)  # every part is complete before rank 0 reads them
+        if dist.is_main:
+            merge_pseudo_h5(out_h5, parts, attrs)
+    except BaseException:
+        remove_outputs(*(parts if dist.is_main else [mine]))
+        raise
+    if dist.is_main:
+        # The parts of this run and any stale ones (another N, a killed run's temporaries).
+        stale = [*out_h5.parent.glob(f"{out_h5.name}.part*"), *out_h5.parent.glob(f".{out_h5.name}.part*.tmp")]
+        remove_outputs(*parts, *stale)
 
 
 if __name__ == "__main__":

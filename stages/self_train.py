@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -31,6 +31,12 @@ class SelfTrainConfig:
     # Divide each batch's pseudo-label weights by their mean, so the average weight stays 1 (as ω is
     # normalised in round 1, method.md §4); false uses the exported weights as they are.
     normalize_weight: bool = True
+    # Which round-1 weights round 2 starts from: the EMA teacher (which made the pseudo-labels and, on the
+    # embedded benchmark, scores well above the student) or the student (the weights round 1 evaluates).
+    init_from: Literal["teacher", "student"] = "teacher"
+    # Weight of a pseudo-label CE on the un-mixed target images (besides the ClassMix term); it also lets the
+    # student's BatchNorm statistics see target images (corda.seg_train.SegTrainConfig.target_ce_weight).
+    target_weight: float = field(0.0, min=0.0)
 
 
 @app.command()
@@ -50,6 +56,7 @@ def main(
     tcfg = section(p, "train", TrainConfig)
     scfg = section(p, "self_train", SelfTrainConfig)
     tcfg = dataclasses.replace(tcfg, seed=scfg.seed, iterations=scfg.iterations, lr=scfg.lr,
+                               target_ce_weight=scfg.target_weight,
                                eval_every=min(tcfg.eval_every, scfg.iterations))
     out_model, out_live = Path("models/corda_round2.pt"), Path("dvclive/self_train")
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
@@ -80,7 +87,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     tgt_ds = SegDepthDataset(splits["target_train"], ("image", "depth", "pseudo_label", "pseudo_weight"),
                              tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(depth_dir / "target.h5"),
                              pseudo_h5=str(pseudo_h5), seed=tcfg.seed + 1)
-    round1, ck = load_model(init, device)
+    round1, ck = load_model(init, device, which=scfg.init_from)
     # Round 2 starts from round 1's weights, so the params' network must be the one round 1 trained.
     differ = [k for k, v in to_dict(mcfg).items() if ck["model_config"].get(k) != v]
     if differ:

@@ -73,3 +73,16 @@ def test_batch_keys_cover_each_epoch_and_depend_on_seed():
     assert sorted(i for i, _ in seen[10:20]) == list(range(10))
     assert batch_keys(n, b, 0, 3) == batch_keys(n, b, 0, 3)
     assert batch_keys(n, b, 0, 3) != batch_keys(n, b, 1, 3)
+
+
+def test_saved_artefacts_are_byte_identical_for_identical_content(tmp_path):
+    """Model files are DVC outputs: the same weights saved twice must hash the same (torch.save to a path
+    names the zip records after that path, here the random temporary name of the atomic write)."""
+    from corda.io import save_torch
+
+    state = {"w": torch.arange(12.0).reshape(3, 4), "step": 7}
+    save_torch(state, tmp_path / "a.pt")
+    save_torch(state, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt")["w"], state["w"])
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".*.pt"))

@@ -1,10 +1,9 @@
 """train.precision / train.channels_last / train.devices (issue #7): bf16 autocast and channels_last steps
-agree with the fp32 contiguous step, and a 2-process gloo run reproduces the 1-process trajectory."""
+agree with the fp32 contiguous step, a 2-process gloo run reproduces the 1-process trajectory, and
+nan_policy skip keeps the ranks in step when only one of them sees a non-finite loss."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from corda.config import from_mapping
 from corda.distributed import DistInfo, shard, torchrun_argv
 from corda.engine import batch_keys, step_generator
 from corda.errors import ConfigError
+from corda.testing import free_port, gloo_process_group
 from corda.segmentation import ModelConfig, TrainConfig, make_student_teacher, run_training, set_seeds
 from corda.seg_train import SegTrainConfig, train_step
 
@@ -181,14 +181,28 @@ def _train(method: str, tcfg: TrainConfig, scratch: Path, dist: DistInfo, eval_b
         seg.build_model = build
 
 
-def _worker(rank: int, world: int, port: int, tmp: str) -> None:
-    from corda.distributed import destroy_process_group, init_process_group
+def _train_planted_nan(method: str, tcfg: TrainConfig, scratch: Path, dist: DistInfo, nan_rank: int, nan_step: int):
+    """``_train`` (eval-mode BN) whose loss is NaN on rank ``nan_rank`` at step ``nan_step`` (as test_engine plants
+    one); the other ranks' losses stay finite."""
+    import corda.segmentation as seg
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    info = DistInfo(rank, world)
-    init_process_group(info, torch.device("cpu"))
+    step = seg.train_step
+
+    def planted(net, teacher, src, tgt, scfg, i, gen):
+        terms = step(net, teacher, src, tgt, scfg, i, gen)
+        if dist.rank == nan_rank and i == nan_step:
+            terms = {**terms, "loss": terms["loss"] * float("nan")}
+        return terms
+
+    seg.train_step = planted
     try:
+        return _train(method, tcfg, scratch, dist, eval_bn=True)
+    finally:
+        seg.train_step = step
+
+
+def _worker(rank: int, world: int, port: int, tmp: str) -> None:
+    with gloo_process_group(rank, world, port) as info:
         tmp = Path(tmp)
         # (a) source_only with eval-mode BN: must match one process.
         s, _, tr = _train("source_only", _tcfg(devices=2), tmp / "so" / "last.pt", info, eval_bn=True)
@@ -206,23 +220,20 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
         s2, _, _ = _train("corda", cfg, tmp / "corda" / "last.pt", info, eval_bn=False)  # resumes at step 2
         out["resumed_student"] = s2.state_dict()
         out["resumed_loads"] = TinyDS.loads
+        # (c) train.nan_policy: skip under DDP: a non-finite loss on rank 1 alone, at step 1.
+        s, _, tr = _train_planted_nan("source_only", _tcfg(devices=2, nan_policy="skip"), tmp / "nan" / "last.pt",
+                                      info, nan_rank=1, nan_step=1)
+        out["nan_student"], out["nan_skipped"], out["nan_history"] = s.state_dict(), tr.state.skipped, tr.history
         torch.save(out, tmp / f"rank{rank}.pt")
-    finally:
-        destroy_process_group()
 
 
 def _flat(state: dict) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in sorted(state.items()) if v.is_floating_point()])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
 
@@ -258,3 +269,15 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert r0["resumed_loads"] == r1["resumed_loads"] == 8
     for k, v in r0["corda_student"].items():
         assert torch.equal(v, r0["resumed_student"][k]), k
+
+    # (c) nan_policy skip: the logged loss is the mean over the ranks, so rank 1's NaN at step 1 makes both
+    # ranks skip that step (no backward: DDP's all-reduce is never half-joined) and count it; both end with
+    # identical weights, which differ from the run without the skip (rank 0's finite step 1 was dropped too).
+    import math
+
+    assert r0["nan_skipped"] == r1["nan_skipped"] == 1
+    for h in (r0["nan_history"], r1["nan_history"]):
+        assert [math.isnan(row["loss"]) for row in h] == [False, True, False]  # log_every 1: step 1 is row 2
+    for k, v in r0["nan_student"].items():
+        assert torch.equal(v, r1["nan_student"][k]), k
+    assert (_flat(r0["nan_student"]) - _flat(r0["so_student"])).norm() > 0

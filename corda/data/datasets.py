@@ -448,14 +448,7 @@ class SegDepthDataset(torch.utils.data.Dataset):
         if self._h5 is None:
             from corda.h5io import DepthH5  # imported here: only datasets with depth_h5 need h5py
 
-            h5 = DepthH5(self.depth_h5)
-            known = set(h5.names)
-            missing = [n for n in self.index.names if n not in known]
-            if missing:
-                raise DataError(f"{self.depth_h5}: no depth for {len(missing)} of {len(self)} images of "
-                                f"{self.index.root} (e.g. {missing[0]!r}); re-run `dvc repro depth_maps`")
-            self._h5_rows = [h5.index_of(n) for n in self.index.names]
-            self._h5 = h5
+            self._h5, self._h5_rows = self._open_by_name(DepthH5, self.depth_h5, "depth", "depth_maps")
         return self._h5
 
     def _pseudo_file(self) -> Any:
@@ -463,15 +456,24 @@ class SegDepthDataset(torch.utils.data.Dataset):
         if self._pl is None:
             from corda.h5io import PseudoLabelH5
 
-            pl = PseudoLabelH5(self.pseudo_h5)
-            known = set(pl.names)
-            missing = [n for n in self.index.names if n not in known]
-            if missing:
-                raise DataError(f"{self.pseudo_h5}: no pseudo-labels for {len(missing)} of {len(self)} images "
-                                f"(e.g. {missing[0]!r}); re-run `dvc repro pseudo_labels`")
-            self._pl_rows = [pl.index_of(n) for n in self.index.names]
-            self._pl = pl
+            self._pl, self._pl_rows = self._open_by_name(PseudoLabelH5, self.pseudo_h5, "pseudo-labels",
+                                                         "pseudo_labels")
         return self._pl
+
+    def _open_by_name(self, reader_cls: Any, path: str, what: str, stage: str) -> tuple[Any, list[int]]:
+        """Open an HDF5 reader keyed by item name and find the row of every item of the index.
+
+        ``reader_cls(path)`` must expose ``names`` and ``index_of(name)`` (the :mod:`corda.h5io` readers).
+        Raises DataError naming ``what`` the file lacks and the DVC ``stage`` that writes it when any item
+        of the index is missing from the file.
+        """
+        reader = reader_cls(path)
+        known = set(reader.names)
+        missing = [n for n in self.index.names if n not in known]
+        if missing:
+            raise DataError(f"{path}: no {what} for {len(missing)} of {len(self)} images of "
+                            f"{self.index.root} (e.g. {missing[0]!r}); re-run `dvc repro {stage}`")
+        return reader, [reader.index_of(n) for n in self.index.names]
 
     def load_raw(self, i: int) -> dict[str, Any]:
         """The requested fields of item ``i`` at their stored size, decoded and checked.

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corda.config import field
+from corda.config import field, to_dict
 from corda.depth.train import DepthConfig, build_depth_models, depth_train_step, predict_depth, required_keys
+from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, step_generator
-from corda.config import to_dict
+from corda.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +48,93 @@ class DepthStageConfig(DepthConfig):
     eval_max_depth_m: float = field(80.0, gt=0)  # depth cap of the evaluation protocol
     nan_policy: Literal["stop", "skip"] = "stop"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Data-parallel processes (torchrun, corda.distributed); batch_size stays the global batch.
+    devices: int = field(1, min=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size % self.devices:
+            raise ConfigError(f"depth.batch_size: {self.batch_size} is a global batch and must be divisible by "
+                              f"depth.devices={self.devices}")
+
+
+def recorded_config(cfg: DepthStageConfig) -> dict:
+    """The config as saved in checkpoints and fingerprints: ``devices`` only when > 1, so a one-process run
+    writes exactly the files (and resumes exactly the checkpoints) it wrote before the key existed."""
+    d = to_dict(cfg)
+    if cfg.devices == 1:
+        d.pop("devices")
+    return d
 
 
 def train_depth(cfg: DepthStageConfig, dataset, device: torch.device, scratch: Path, inputs_fp, progress=None,
-                desc: str = "depth") -> tuple[dict[str, torch.nn.Module], Trainer]:
-    """Train the depth (and pose) networks on ``dataset`` (fields :func:`required_keys`) for ``cfg.iterations``."""
+                desc: str = "depth", dist: DistInfo = SINGLE) -> tuple[dict[str, torch.nn.Module], Trainer]:
+    """Train the depth (and pose) networks on ``dataset`` (fields :func:`required_keys`) for ``cfg.iterations``.
+
+    With ``dist`` of N > 1 ranks (process group joined) each rank trains on its slice of every step's global
+    batch of ``cfg.batch_size`` with the networks in DistributedDataParallel; only rank 0 writes the scratch
+    checkpoint, every rank resumes from it, and the trainer's history holds the loss terms averaged over the
+    ranks. Semantics (BatchNorm per rank, random draws of the global batch): :mod:`corda.depth.train`.
+    Returns the unwrapped networks (identical on every rank but for BN running statistics) and the trainer.
+    """
+    local_batch(cfg.batch_size, dist, "depth.batch_size", "depth.devices")
+    if dist.world_size != cfg.devices:
+        log.warning("depth.devices=%d but running as %d processes", cfg.devices, dist.world_size)
     torch.manual_seed(cfg.seed)
     models = {k: m.to(device) for k, m in build_depth_models(cfg).items()}
     params = [p for m in models.values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     keys = [batch_keys(len(dataset), cfg.batch_size, cfg.seed, s) for s in range(cfg.iterations)]
-    fp = fingerprint({"depth": to_dict(cfg), "inputs": inputs_fp, "desc": desc})
+    if dist.enabled:
+        keys = [shard(k, dist) for k in keys]
+    fp = fingerprint({"depth": recorded_config(cfg), "inputs": inputs_fp, "desc": desc})
     trainer = Trainer(modules=models, optimizer=optimizer, step_fn=lambda s: None, iterations=cfg.iterations,
                       lr_at=lambda s: cfg.lr * (0.1 if s >= cfg.lr_decay_at * cfg.iterations else 1.0),
                       scratch=scratch, fingerprint=fp, checkpoint_every=cfg.checkpoint_every,
-                      log_every=cfg.log_every, nan_policy=cfg.nan_policy, progress=progress, desc=desc)
+                      log_every=cfg.log_every, nan_policy=cfg.nan_policy,
+                      progress=progress if dist.is_main else None, desc=desc,
+                      reduce_terms=(lambda terms: mean_over_ranks(terms, dist)) if dist.enabled else None,
+                      write_checkpoints=dist.is_main)
     trainer.try_resume()
+    # Wrapped after resuming (DDP broadcasts rank 0's weights, identical anyway).
+    nets = {k: wrap(_for_ddp(k, m, cfg, dist), dist, device, find_unused=_drops_scales(k, m, cfg))
+            for k, m in models.items()}
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=keys[trainer.state.step:], num_workers=cfg.workers)
     it = iter(loader)
+    part = (dist.rank, dist.world_size)
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in next(it).items()}
-        return depth_train_step(models, batch, cfg, step_generator(cfg.seed, step))
+        return depth_train_step(nets, batch, cfg, step_generator(cfg.seed, step), part)
 
     trainer.step_fn = step_fn
     trainer.run()
     return models, trainer
+
+
+class _FirstScales(torch.nn.Module):
+    """The depth network returning only the ``k`` scales in the loss (for DDP, below)."""
+
+    def __init__(self, net: torch.nn.Module, k: int):
+        super().__init__()
+        self.net = net
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(x)[: self.k]
+
+
+def _drops_scales(name: str, net: torch.nn.Module, cfg: DepthStageConfig) -> bool:
+    return name == "depth" and cfg.num_scales < net.decoder.num_scales
+
+
+def _for_ddp(name: str, net: torch.nn.Module, cfg: DepthStageConfig, dist: DistInfo) -> torch.nn.Module:
+    """What DDP wraps. With ``depth.num_scales`` below the network's 4 outputs the coarse disparity heads never
+    reach the loss: DDP (find_unused) looks for unused parameters from the forward's *outputs*, so the unused
+    scales must not be returned at all. One process: the network itself."""
+    if dist.enabled and _drops_scales(name, net, cfg):
+        return _FirstScales(net, cfg.num_scales)
+    return net
 
 
 def depth_fields(cfg: DepthConfig) -> tuple[str, ...]:

@@ -11,10 +11,21 @@ input resolution before warping (Monodepth2's fix for texture-copy artefacts at 
 Stereo training gives metric depth (the baseline is in metres); monocular training is up to an unknown scale.
 The training loop, optimizer (Adam over every parameter of the models dict) and checkpoints live in
 :mod:`corda.engine`; this module only computes the loss terms.
+
+Data-parallel pretraining (``depth.devices = N > 1``, issue #7; see :mod:`corda.distributed`): rank ``r``
+gets images ``[r·b, (r+1)·b)`` of the step's global batch (``b`` = ``depth.batch_size`` / N) and calls
+:func:`depth_train_step` with ``shard=(r, N)``. Every rank then draws the random numbers of the *whole*
+global batch from the step's generator (flips, colour jitter, auto-mask tie noise) and keeps its slice, so
+each image gets exactly the draws it gets in one process. The per-rank loss is a mean over the rank's
+pixels and every rank has as many, so DDP's averaged gradient is the one-process gradient up to float
+summation order, *except* for BatchNorm: the ResNet encoders normalise with per-rank batch statistics
+(no SyncBatchNorm), i.e. over ``b`` images instead of the global batch (keep ``b`` ≥ 2), and the saved
+running statistics are rank 0's (DDP broadcasts rank 0's buffers before every forward).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -171,7 +182,7 @@ def _check_batch(batch: dict[str, torch.Tensor], mode: Mode) -> None:
 
 
 def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor], cfg: DepthConfig,
-                     generator: torch.Generator) -> dict[str, torch.Tensor]:
+                     generator: torch.Generator, shard: tuple[int, int] = (0, 1)) -> dict[str, torch.Tensor]:
     """Self-supervised depth loss of one batch (forward only; the loop back-propagates ``"loss"``).
 
     Args:
@@ -181,6 +192,8 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
             ``"next"`` for video; ``"K"`` (B, 3, 3) intrinsics in pixels at (H, W).
         cfg: the depth section.
         generator: CPU generator for the flips, colour jitter and auto-mask noise of this step.
+        shard: ``(rank, N)``: ``batch`` is slice ``rank`` of N equal slices of the step's global batch; the
+            draws are made for the global batch and sliced (module docstring). ``(0, 1)`` = the whole batch.
 
     Returns:
         ``"loss"`` (scalar with graph) = ``"photometric"`` + ``"smoothness"`` (detached, both averaged over
@@ -190,13 +203,20 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
     _check_batch(batch, cfg.mode)
     depth_net = models["depth"]
     n, _, h, w = batch["image"].shape
+    rank, world = shard
+    sharded = world > 1
+    n_draw = n * world  # draws are made for the global batch, then this rank's rows kept
+    rows = slice(rank * n, (rank + 1) * n)
     side = torch.ones(n, dtype=batch["K"].dtype, device=batch["K"].device)
     if cfg.flip:
         # Flips stay in the loss images too: the mirrored sample is simply another scene.
-        batch, side = _flip_batch(batch, torch.rand(n, generator=generator) < _FLIP_P)
+        flip = torch.rand(n_draw, generator=generator) < _FLIP_P
+        batch, side = _flip_batch(batch, flip[rows] if sharded else flip)
     target = batch["image"]
     K = batch["K"].to(target.dtype)
-    jitter = _draw_jitter(n, generator) if cfg.colour_jitter else None
+    jitter = _draw_jitter(n_draw, generator) if cfg.colour_jitter else None
+    if sharded and jitter is not None:
+        jitter = (jitter[0][rows], jitter[1][rows])
 
     def net_input(img: torch.Tensor) -> torch.Tensor:
         return img if jitter is None else colour_jitter(img, *jitter)
@@ -219,6 +239,8 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
     disps = depth_net(target_in)[: cfg.num_scales]
     identity = ([photometric_error(src, target, cfg.ssim_alpha) for src, _ in sources]
                 if cfg.automask else None)
+    # Sharded: (b, S, H, W), concatenated as min_reprojection does, to add the global draw's noise rows.
+    identity_cat = torch.cat(identity, 1).detach() if sharded and identity else None
 
     photo_total = target.new_zeros(())
     smooth_total = target.new_zeros(())
@@ -229,7 +251,10 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
             disp, size=(h, w), mode="bilinear", align_corners=False)
         _, depth = disp_to_depth(disp_full, cfg.min_depth_m, cfg.max_depth_m)
         errors = [photometric_error(warp(src, depth, K, T), target, cfg.ssim_alpha) for src, T in sources]
-        loss_map, mask = min_reprojection(errors, identity, generator)
+        if identity_cat is not None:
+            loss_map, mask = _min_reprojection_shard(errors, identity_cat, generator, n_draw, rows)
+        else:
+            loss_map, mask = min_reprojection(errors, identity, generator)
         photo = loss_map.mean()
         # Smoothness at the disparity's own scale against the correspondingly downsampled target image.
         img_s = (target if disp.shape[-2:] == (h, w)
@@ -248,6 +273,24 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
         "smoothness": smooth_total.detach(),
         "automask": automask_frac,
     }
+
+
+# The tie-breaking noise std of min_reprojection (its default: Monodepth2 practice).
+_TIE_NOISE_STD = inspect.signature(min_reprojection).parameters["noise_std"].default
+
+
+def _min_reprojection_shard(errors: list[torch.Tensor], identity: torch.Tensor, generator: torch.Generator,
+                            n_draw: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`min_reprojection` of a rank's slice with the tie noise of the global batch's draw.
+
+    ``identity`` (b, S, H, W) holds the concatenated identity errors of the rank's b images. The noise is
+    drawn for the global batch (n_draw, S, H, W) from ``generator`` (the draw a single process makes),
+    its ``rows`` added here with the same arithmetic, and min_reprojection runs with zero noise of its own
+    (its draw goes to a throw-away generator, so ``generator`` advances exactly as in one process).
+    """
+    noise = torch.randn((n_draw, *identity.shape[1:]), generator=generator, dtype=torch.float32)[rows]
+    noisy = identity + noise.to(identity.device, identity.dtype) * _TIE_NOISE_STD
+    return min_reprojection(errors, [noisy], torch.Generator(), noise_std=0.0)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torchvision
@@ -32,11 +32,31 @@ log = logging.getLogger(__name__)
 
 Arch = Literal["resnet18", "resnet50", "resnet101"]
 
-_BUILDERS = {
+# torchvision constructors of every ResNet this package builds (one table for the segmentation backbone
+# and the depth/pose encoders); each caller accepts its own subset, see :func:`build_resnet`.
+_RESNET_BUILDERS = {
     "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
     "resnet50": torchvision.models.resnet50,
     "resnet101": torchvision.models.resnet101,
 }
+
+
+def build_resnet(arch: str, choices: tuple[str, ...], what: str = "backbone") -> torchvision.models.ResNet:
+    """A randomly initialised torchvision ResNet (``weights=None``: nothing is downloaded).
+
+    Args:
+        arch: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        choices: the names the caller accepts (e.g. ``typing.get_args(Arch)``).
+        what: how the error message calls the network.
+
+    Raises:
+        CordaError: ``arch`` is not in ``choices``.
+    """
+    if arch not in choices:
+        raise CordaError(f"unknown {what} {arch!r}; choose one of {sorted(choices)}")
+    return _RESNET_BUILDERS[arch](weights=None)
+
 
 # DeepLab-v2 stage dilations (method.md §1.1): output stride 8. Output stride 16 (layer3 keeps its
 # stride, layer4 dilated by 2) is a cheaper variant for CPU-sized runs: layer4 then costs 4× less.
@@ -81,9 +101,7 @@ class DilatedResNet(nn.Module):
     def __init__(self, arch: Arch = "resnet101", freeze_bn_affine: bool = True, stride_in_1x1: bool = True,
                  output_stride: int = 8):
         super().__init__()
-        if arch not in _BUILDERS:
-            raise CordaError(f"unknown backbone {arch!r}; choose one of {sorted(_BUILDERS)}")
-        net = _BUILDERS[arch](weights=None)
+        net = build_resnet(arch, get_args(Arch))
         self.arch = arch
         self.conv1, self.bn1, self.relu = net.conv1, net.bn1, net.relu
         # Caffe pooling arithmetic (§1.1): ceil_mode gives the 65×65 map of the original for a 512 crop.

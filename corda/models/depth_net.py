@@ -8,29 +8,22 @@ which feeds it two frames stacked on the channel axis.
 
 from __future__ import annotations
 
-import math
-
 import logging
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from corda.errors import CordaError
 from corda.geometry import disp_to_depth
+from corda.models.backbone import build_resnet
 
 log = logging.getLogger(__name__)
 
 Backbone = Literal["resnet18", "resnet34", "resnet50"]
-
-_BUILDERS = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,9 +94,7 @@ class ResNetEncoder(nn.Module):
     def __init__(self, backbone: Backbone = "resnet18", pretrained: str | Path | None = None,
                  in_frames: int = 1):
         super().__init__()
-        if backbone not in _BUILDERS:
-            raise CordaError(f"unknown depth backbone {backbone!r}; choose one of {sorted(_BUILDERS)}")
-        net = _BUILDERS[backbone](weights=None)
+        net = build_resnet(backbone, get_args(Backbone), "depth backbone")
         if in_frames != 1:
             net.conv1 = nn.Conv2d(3 * in_frames, 64, kernel_size=7, stride=2, padding=3, bias=False)
             nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
