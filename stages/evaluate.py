@@ -42,7 +42,6 @@ def main(
 ) -> None:
     """Score source_only, dacs, corda, corda_round2 and oracle on target val; write metrics, table and plots."""
     import numpy as np
-    import torch
 
     from corda import report
     from corda.data.datasets import SegDepthDataset

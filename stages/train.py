@@ -8,7 +8,6 @@ Writes ``models/<method>.pt`` (student, EMA teacher, configs) and ``dvclive/trai
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated, Literal
