@@ -325,6 +325,57 @@ def test_other_methods():
     assert float(hi["pl_weight"]) == 1.0 and float(hi["depth_mix"]) > 0
 
 
+
+def test_self_train_target_term_adds_the_unmixed_target_ce_and_feeds_bn():
+    """self_train.target_weight: a weighted pseudo-label CE on the un-mixed target images is added to the
+    loss, and the target batch passes through the student's BatchNorm (its running statistics move)."""
+    torch.manual_seed(0)
+    src, tgt = _toy_batches()
+    st = dict(tgt, pseudo_label=src["label"].clamp(max=2), pseudo_weight=torch.rand(2, 32, 64) + 0.5)
+    model = build_seg_model("corda", backbone="resnet18", num_classes=3)
+
+    def run(weight):
+        m = copy.deepcopy(model)
+        cfg = SegTrainConfig(method="self_train", target_ce_weight=weight)
+        return m, train_step(m, None, src, st, cfg, 0, torch.Generator().manual_seed(5))
+
+    m0, off = run(0.0)
+    m2, on = run(2.0)
+    assert float(off["seg_tgt"]) == 0 and float(on["seg_tgt"]) > 0 and float(on["seg_tgt_init"]) > 0
+    for k in ("seg_src", "seg_mix", "depth_mix"):  # the other terms do not depend on the extra forward
+        assert float(on[k]) == pytest.approx(float(off[k]), rel=1e-5), k
+    extra = 2.0 * (float(on["seg_tgt"]) + float(on["seg_tgt_init"]))
+    assert float(on["loss"].detach()) == pytest.approx(float(off["loss"].detach()) + extra, rel=1e-5)
+    # The term is the weighted CE of the student's un-mixed target prediction (method.md §3.3 form).
+    m = copy.deepcopy(model).train()
+    logits = upsample_outputs(m(st["image"]), (32, 64))["S"]
+    ref = weighted_ce(logits, st["pseudo_label"], st["pseudo_weight"]).detach()
+    assert float(on["seg_tgt"]) == pytest.approx(float(ref), rel=1e-4)
+    bn0 = next(b for b in m0.modules() if isinstance(b, torch.nn.BatchNorm2d))
+    bn2 = next(b for b in m2.modules() if isinstance(b, torch.nn.BatchNorm2d))
+    assert not torch.equal(bn0.running_mean, bn2.running_mean)
+
+
+def test_self_train_starts_from_the_chosen_round1_weights(tmp_path):
+    """self_train.init_from picks the round-1 teacher or student out of models/corda.pt."""
+    from corda.segmentation import ModelConfig, TrainConfig, load_model, save_model
+
+    mcfg = ModelConfig(backbone="resnet18", num_classes=3, output_stride=16)
+    torch.manual_seed(0)
+    student = build_seg_model("corda", backbone="resnet18", num_classes=3, output_stride=16)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for q in teacher.parameters():
+            q.add_(1.0)
+    path = tmp_path / "corda.pt"
+    save_model(path, method="corda", student=student, teacher=teacher, mcfg=mcfg, tcfg=TrainConfig(), history=[])
+    for which, ref in (("teacher", teacher), ("student", student)):
+        m, _ = load_model(path, torch.device("cpu"), which=which)
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values())), which
+    from stages.self_train import SelfTrainConfig
+
+    assert SelfTrainConfig().init_from == "teacher"
+
 def test_teacher_pseudo_labels_head_choice():
     torch.manual_seed(0)
     model = CorDANet(backbone="resnet18", num_classes=3).eval()
