@@ -15,3 +15,14 @@ def _few_threads():
 
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One OpenMP thread for the test (tiny convolutions on a shared 2-core machine run far faster so)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

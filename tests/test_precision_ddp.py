@@ -23,14 +23,8 @@ MCFG = ModelConfig(backbone="resnet18", output_stride=16, task_channels=16, bott
                    initial_seg_head="conv1x1", input_norm="imagenet", freeze_bn_affine=False)
 H, W = 32, 32
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions: two OpenMP threads on a shared 2-core machine are ~50x slower than one.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny convolutions on a shared 2-core machine: one OpenMP thread is much faster than two.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyDS(torch.utils.data.Dataset):
@@ -229,7 +223,6 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
 
 def _flat(state: dict) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in sorted(state.items()) if v.is_floating_point()])
-
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):

@@ -23,15 +23,8 @@ from corda.testing import free_port, gloo_process_group
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 32, 32
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions on a shared 2-core machine: one OpenMP thread is much faster than two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+# Tiny convolutions on a shared 2-core machine: one OpenMP thread is much faster than two.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------
