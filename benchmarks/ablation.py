@@ -39,6 +39,9 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
                     help="override train.precision (the bf16-vs-fp32 accuracy check of issue #7)")
+    ap.add_argument("--grad-clip", type=float, default=None,
+                    help="clip the total gradient norm (issue #4's early divergence; no params key reaches the "
+                         "shared loop's grad_clip yet, so this sets it for every run of the script)")
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
 
@@ -51,6 +54,12 @@ def main() -> None:
     from stages.common import load_params, section
 
     setup_logging("WARNING")
+    if args.grad_clip:
+        import corda.engine as engine
+
+        init = engine.Trainer.__init__
+        engine.Trainer.__init__ = lambda self, *a, **kw: init(self, *a, **{**kw, "grad_clip": args.grad_clip})
+    tag = f"-clip{args.grad_clip:g}" if args.grad_clip else ""
     p = load_params("params.yaml")
     mcfg0, tcfg0 = section(p, "model", ModelConfig), section(p, "train", TrainConfig)
     device = resolve_device(tcfg0.device)
@@ -73,8 +82,9 @@ def main() -> None:
             try:
                 student, teacher, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src,
                                                    target_ds=tgt, device=device,
-                                                   scratch=Path(f"checkpoints/ablation/{name}-{seed}.pt"),
-                                                   inputs_fp={"ablation": name, "seed": seed})
+                                                   scratch=Path(f"checkpoints/ablation/{name}-{seed}{tag}.pt"),
+                                                   inputs_fp={"ablation": name, "seed": seed,
+                                                              "grad_clip": args.grad_clip})
             except NonFiniteLoss as exc:  # a diverged run is a result too: record it and go on
                 print(f"seed {seed}  {name:28s} diverged: {exc}", flush=True)
                 scores[name].append(float("nan"))
@@ -98,9 +108,12 @@ def main() -> None:
         lines.append(f"| {name} | {' | '.join(stats(scores[name]))} | {' | '.join(stats(teacher_scores[name]))} |")
     table = "\n".join(lines)
     print(table)
-    flags = (f"--seeds {' '.join(map(str, args.seeds))}" + (f" --iterations {args.iterations}" if args.iterations else "")
-             + (f" --precision {args.precision}" if args.precision else ""))
-    heading = "## Ablation" + (f", {args.precision}" if args.precision else "")
+    flags = (f"--seeds {' '.join(map(str, args.seeds))}"
+             + (f" --iterations {args.iterations}" if args.iterations else "")
+             + (f" --precision {args.precision}" if args.precision else "")
+             + (f" --grad-clip {args.grad_clip:g}" if args.grad_clip else ""))
+    heading = ("## Ablation" + (f", {args.precision}" if args.precision else "")
+               + (f", grad clip {args.grad_clip:g}" if args.grad_clip else ""))
     section = (f"{heading} (`python benchmarks/ablation.py {flags}`)\n\n"
                f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
                f"{tcfg0.iterations if not args.iterations else args.iterations} iterations.\n\n{table}\n")
