@@ -40,8 +40,7 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
                     help="override train.precision (the bf16-vs-fp32 accuracy check of issue #7)")
     ap.add_argument("--grad-clip", type=float, default=None,
-                    help="clip the total gradient norm (issue #4's early divergence; no params key reaches the "
-                         "shared loop's grad_clip yet, so this sets it for every run of the script)")
+                    help="override train.grad_clip (0 = no clipping, the paper's recipe)")
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
 
@@ -54,14 +53,11 @@ def main() -> None:
     from stages.common import load_params, section
 
     setup_logging("WARNING")
-    if args.grad_clip:
-        import corda.engine as engine
-
-        init = engine.Trainer.__init__
-        engine.Trainer.__init__ = lambda self, *a, **kw: init(self, *a, **{**kw, "grad_clip": args.grad_clip})
-    tag = f"-clip{args.grad_clip:g}" if args.grad_clip else ""
     p = load_params("params.yaml")
     mcfg0, tcfg0 = section(p, "model", ModelConfig), section(p, "train", TrainConfig)
+    if args.grad_clip is not None:
+        tcfg0 = dataclasses.replace(tcfg0, grad_clip=args.grad_clip or None)
+    tag = f"-clip{tcfg0.grad_clip:g}" if tcfg0.grad_clip else ""
     device = resolve_device(tcfg0.device)
     splits = load_splits("data/manifest.json")
     class_set = CLASS_SETS[class_set_name(load_manifest("data/manifest.json"))]
@@ -83,8 +79,7 @@ def main() -> None:
                 student, teacher, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src,
                                                    target_ds=tgt, device=device,
                                                    scratch=Path(f"checkpoints/ablation/{name}-{seed}{tag}.pt"),
-                                                   inputs_fp={"ablation": name, "seed": seed,
-                                                              "grad_clip": args.grad_clip})
+                                                   inputs_fp={"ablation": name, "seed": seed})
             except NonFiniteLoss as exc:  # a diverged run is a result too: record it and go on
                 print(f"seed {seed}  {name:28s} diverged: {exc}", flush=True)
                 scores[name].append(float("nan"))
@@ -111,9 +106,9 @@ def main() -> None:
     flags = (f"--seeds {' '.join(map(str, args.seeds))}"
              + (f" --iterations {args.iterations}" if args.iterations else "")
              + (f" --precision {args.precision}" if args.precision else "")
-             + (f" --grad-clip {args.grad_clip:g}" if args.grad_clip else ""))
+             + (f" --grad-clip {args.grad_clip:g}" if args.grad_clip is not None else ""))
     heading = ("## Ablation" + (f", {args.precision}" if args.precision else "")
-               + (f", grad clip {args.grad_clip:g}" if args.grad_clip else ""))
+               + (f", grad clip {tcfg0.grad_clip:g}" if tcfg0.grad_clip else ", no grad clip"))
     section = (f"{heading} (`python benchmarks/ablation.py {flags}`)\n\n"
                f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
                f"{tcfg0.iterations if not args.iterations else args.iterations} iterations.\n\n{table}\n")

@@ -98,6 +98,8 @@ class Trainer:
         reduce_terms: maps a step's terms to the values that are checked for NaN and logged (data-parallel
             runs average them over the ranks, so every rank takes the same stop/skip decision); the
             ``"loss"`` that is back-propagated is always ``step_fn``'s own. None = the terms themselves.
+        grad_clip: clip the total gradient norm of the optimised parameters to this value (None = off); the
+            norm before clipping is logged as ``grad_norm``.
         write_checkpoints: False on the non-zero ranks of a data-parallel run (only rank 0 writes).
     """
 
@@ -208,7 +210,9 @@ class Trainer:
                 terms["loss"].backward()
                 if self.grad_clip:
                     params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    # The norm before clipping is logged: a run heading for divergence shows it first.
+                    norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    running.setdefault("grad_norm", []).append(float(norm))
                 self.optimizer.step()
                 if self.after_step is not None:
                     self.after_step(step)

@@ -77,6 +77,10 @@ class TrainConfig(SegTrainConfig):
     precision: Precision = "fp32"  # fp32 (paper, §5) | tf32 | bf16 autocast
     channels_last: bool = False  # NHWC networks and images (faster convolutions on tensor cores)
     devices: int = field(1, min=1)  # data-parallel processes (torchrun); batch_* are global sizes
+    # Clip the total gradient norm (None = off, as the paper). Ours: from scratch at a high learning rate the
+    # final classifier can blow up in the first ~40 steps (benchmarks/RESULTS.md); the paper's recipe starts
+    # from pretrained weights at lr 2.5e-4 and needs none.
+    grad_clip: float | None = field(None, gt=0)
 
     def __post_init__(self) -> None:
         for name in ("batch_source", "batch_target"):
@@ -189,7 +193,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
                       eval_every=tcfg.eval_every or tcfg.iterations,
                       nan_policy=tcfg.nan_policy, progress=progress if dist.is_main else None, desc=f"train {method}",
                       reduce_terms=(lambda terms: mean_over_ranks(terms, dist)) if dist.enabled else None,
-                      write_checkpoints=dist.is_main)
+                      write_checkpoints=dist.is_main, grad_clip=tcfg.grad_clip)
     trainer.try_resume()
     # Wrapped after resuming, so DDP broadcasts the resumed weights (identical on every rank anyway).
     # source_only / oracle never put the depth heads in the loss: DDP must look for unused parameters.

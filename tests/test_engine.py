@@ -6,7 +6,7 @@ import torch
 from corda.engine import NonFiniteLoss, Trainer, batch_keys, fingerprint, poly_lr, step_generator
 
 
-def _make(tmp_path, fail_at=None, nan_at=None, policy="stop", iterations=12):
+def _make(tmp_path, fail_at=None, nan_at=None, policy="stop", iterations=12, grad_clip=None):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -24,7 +24,8 @@ def _make(tmp_path, fail_at=None, nan_at=None, policy="stop", iterations=12):
 
     tr = Trainer(modules={"model": model}, optimizer=opt, step_fn=step_fn, iterations=iterations,
                  lr_at=lambda s: poly_lr(0.05, s, iterations), scratch=tmp_path / "last.pt",
-                 fingerprint=fingerprint({"cfg": 1}), checkpoint_every=4, log_every=2, nan_policy=policy)
+                 fingerprint=fingerprint({"cfg": 1}), checkpoint_every=4, log_every=2, nan_policy=policy,
+                 grad_clip=grad_clip)
     return tr, model
 
 
@@ -64,6 +65,22 @@ def test_nan_skip_policy_counts(tmp_path):
     tr.run()
     assert tr.state.skipped == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_grad_clip_bounds_the_update_and_logs_the_norm(tmp_path):
+    def first_update(clip):
+        tr, model = _make(tmp_path / str(clip), iterations=1, grad_clip=clip)
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        tr.run()
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return float((after - before).norm()), tr.history[-1]
+
+    free, row = first_update(None)
+    lr = poly_lr(0.05, 0, 1)  # first step: momentum buffer = gradient, so the update is lr * clipped gradient
+    clipped, row_c = first_update(1e-3)
+    assert "grad_norm" not in row and row_c["grad_norm"] > 1e-3
+    assert clipped == pytest.approx(lr * 1e-3, rel=1e-4)
+    assert free == pytest.approx(lr * row_c["grad_norm"], rel=1e-4)
 
 
 def test_batch_keys_cover_each_epoch_and_depend_on_seed():

@@ -55,6 +55,8 @@ def test_repro_writes_every_artefact(smoke_repo):
     for p in ("depth/source.h5", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
               "metrics/results.md", "dvclive/train_corda/metrics.json"):
         assert (smoke_repo / p).is_file(), p
+    # train.grad_clip (set in the smoke params) reaches the shared loop, which then logs the pre-clip norm.
+    assert "grad_norm" in json.loads((smoke_repo / "dvclive/train_corda/metrics.json").read_text())["train"]
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
     assert {"data", "depth_pretrain", "depth_maps", "train_corda", "pseudo_labels", "self_train",
             "evaluate"} <= set(lock["stages"])
