@@ -90,13 +90,15 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def local_batch(global_batch: int, info: DistInfo, name: str, devices_key: str = "train.devices") -> int:
-    """Images per rank; ``name`` (the batch) and ``devices_key`` are the params keys named in the error when
-    N does not divide the batch."""
-    if global_batch % info.world_size:
-        raise ConfigError(f"{name}: the global batch {global_batch} is not divisible by {info.world_size} "
-                          f"processes; make it a multiple of {devices_key}")
-    return global_batch // info.world_size
+def local_batch(global_batch: int, n: DistInfo | int, name: str, devices_key: str = "train.devices") -> int:
+    """Images per rank of ``global_batch`` split over ``n`` processes (a DistInfo, or a ``devices`` setting
+    checked when a config is loaded); ``name`` (the batch) and ``devices_key`` are the params keys named in
+    the error when n does not divide the batch."""
+    world = n.world_size if isinstance(n, DistInfo) else n
+    if global_batch % world:
+        raise ConfigError(f"{name}: {global_batch} is a global batch and must be divisible by {devices_key}={world} "
+                          f"(the number of processes); make it a multiple of {devices_key}")
+    return global_batch // world
 
 
 def shard(keys: Sequence, info: DistInfo) -> list:

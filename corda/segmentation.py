@@ -19,7 +19,6 @@ from torch import nn
 from corda import uda
 from corda.config import field, to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
-from corda.errors import ConfigError
 from corda.precision import Precision, autocast, configure_backends, memory_format, to_layout
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.models.corda_net import CorDANet, param_groups
@@ -84,9 +83,7 @@ class TrainConfig(SegTrainConfig):
 
     def __post_init__(self) -> None:
         for name in ("batch_source", "batch_target"):
-            if getattr(self, name) % self.devices:
-                raise ConfigError(f"train.{name}: {getattr(self, name)} is a global batch and must be divisible "
-                                  f"by train.devices={self.devices}")
+            local_batch(getattr(self, name), self.devices, f"train.{name}")
 
 
 def resolve_device(name: str) -> torch.device:

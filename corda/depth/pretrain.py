@@ -25,7 +25,6 @@ from corda.config import field, to_dict
 from corda.depth.train import DepthConfig, build_depth_models, depth_train_step, predict_depth, required_keys
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, step_generator
-from corda.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,7 @@ class DepthStageConfig(DepthConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.batch_size % self.devices:
-            raise ConfigError(f"depth.batch_size: {self.batch_size} is a global batch and must be divisible by "
-                              f"depth.devices={self.devices}")
+        local_batch(self.batch_size, self.devices, "depth.batch_size", "depth.devices")
 
 
 def recorded_config(cfg: DepthStageConfig) -> dict:

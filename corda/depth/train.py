@@ -25,7 +25,6 @@ running statistics are rank 0's (DDP broadcasts rank 0's buffers before every fo
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -239,8 +238,6 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
     disps = depth_net(target_in)[: cfg.num_scales]
     identity = ([photometric_error(src, target, cfg.ssim_alpha) for src, _ in sources]
                 if cfg.automask else None)
-    # Sharded: (b, S, H, W), concatenated as min_reprojection does, to add the global draw's noise rows.
-    identity_cat = torch.cat(identity, 1).detach() if sharded and identity else None
 
     photo_total = target.new_zeros(())
     smooth_total = target.new_zeros(())
@@ -251,10 +248,7 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
             disp, size=(h, w), mode="bilinear", align_corners=False)
         _, depth = disp_to_depth(disp_full, cfg.min_depth_m, cfg.max_depth_m)
         errors = [photometric_error(warp(src, depth, K, T), target, cfg.ssim_alpha) for src, T in sources]
-        if identity_cat is not None:
-            loss_map, mask = _min_reprojection_shard(errors, identity_cat, generator, n_draw, rows)
-        else:
-            loss_map, mask = min_reprojection(errors, identity, generator)
+        loss_map, mask = min_reprojection(errors, identity, generator, draw=(n_draw, rows) if sharded else None)
         photo = loss_map.mean()
         # Smoothness at the disparity's own scale against the correspondingly downsampled target image.
         img_s = (target if disp.shape[-2:] == (h, w)
@@ -273,24 +267,6 @@ def depth_train_step(models: dict[str, nn.Module], batch: dict[str, torch.Tensor
         "smoothness": smooth_total.detach(),
         "automask": automask_frac,
     }
-
-
-# The tie-breaking noise std of min_reprojection (its default: Monodepth2 practice).
-_TIE_NOISE_STD = inspect.signature(min_reprojection).parameters["noise_std"].default
-
-
-def _min_reprojection_shard(errors: list[torch.Tensor], identity: torch.Tensor, generator: torch.Generator,
-                            n_draw: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`min_reprojection` of a rank's slice with the tie noise of the global batch's draw.
-
-    ``identity`` (b, S, H, W) holds the concatenated identity errors of the rank's b images. The noise is
-    drawn for the global batch (n_draw, S, H, W) from ``generator`` (the draw a single process makes),
-    its ``rows`` added here with the same arithmetic, and min_reprojection runs with zero noise of its own
-    (its draw goes to a throw-away generator, so ``generator`` advances exactly as in one process).
-    """
-    noise = torch.randn((n_draw, *identity.shape[1:]), generator=generator, dtype=torch.float32)[rows]
-    noisy = identity + noise.to(identity.device, identity.dtype) * _TIE_NOISE_STD
-    return min_reprojection(errors, [noisy], torch.Generator(), noise_std=0.0)
 
 
 @torch.no_grad()

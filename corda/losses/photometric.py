@@ -61,6 +61,7 @@ def min_reprojection(
     identity_errors: list[torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     noise_std: float = 1e-5,
+    draw: tuple[int, slice] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel minimum reprojection with auto-masking (Monodepth2, §3.3 of the paper).
 
@@ -77,6 +78,9 @@ def min_reprojection(
         generator: draws the tie-breaking noise (on the CPU, then moved to the data's device, so a seed gives
             the same draws everywhere); None uses the global RNG.
         noise_std: standard deviation of that noise.
+        draw: ``(n, rows)`` when the B images are rows ``rows`` of a global batch of n split across processes:
+            the noise is drawn for all n images and ``rows`` kept, so every rank sees its rows of the one draw
+            a single process makes and ``generator`` advances alike on every rank. None = the batch is whole.
 
     Returns:
         ``(loss_map, automask)``: (B, 1, H, W) per-pixel minimum, and (B, 1, H, W) float mask, 1 where a
@@ -87,8 +91,9 @@ def min_reprojection(
     if not identity_errors:
         return reproj.min(1, keepdim=True).values, torch.ones_like(reproj[:, :1])
     ident = torch.cat(identity_errors, 1).detach()
-    noise = torch.randn(ident.shape, generator=generator, dtype=torch.float32).to(ident.device, ident.dtype)
-    ident = ident + noise * noise_std
+    n, rows = draw if draw is not None else (ident.shape[0], slice(None))
+    noise = torch.randn((n, *ident.shape[1:]), generator=generator, dtype=torch.float32)[rows]
+    ident = ident + noise.to(ident.device, ident.dtype) * noise_std
     both = torch.cat((ident, reproj), 1)
     loss_map, idx = both.min(1, keepdim=True)
     automask = (idx >= ident.shape[1]).to(reproj.dtype)
