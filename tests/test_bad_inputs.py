@@ -430,3 +430,31 @@ def test_real_process_exit_code(good: Path, tmp_path: Path):
         line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.stderr.startswith("error: train.lamda_depth: unknown key")
     assert not (case / "models/corda.pt").exists() and not (case / "dvclive/train_corda").exists()
+
+
+@pytest.mark.parametrize("init_from", ["teacher", "student"])
+def test_self_train_starts_from_the_chosen_round1_weights(good: Path, tmp_path: Path, init_from: str):
+    """Not a bad input, but it needs this file's good workspace: ``self_train.init_from`` picks which of
+    models/corda.pt's networks round 2 starts from. At a vanishing learning rate one step moves no
+    parameter measurably, so round 2's weights must be the chosen network's and not the other's."""
+    from corda.segmentation import load_model
+
+    case = make_case(good, tmp_path / "ws", "train")
+    set_param(case, "train.iterations", 3)  # the EMA warm-up copies the student at step 1; later steps differ
+    res = run_stage(case, "train")
+    assert res.exit_code == 0, f"{res.exception!r}\n{res.stderr[-3000:]}"
+    (case / "pseudo").symlink_to(good / "pseudo", target_is_directory=True)
+    set_param(case, "self_train.init_from", init_from)
+    set_param(case, "self_train.lr", 1e-12)
+    res = run_stage(case, "self_train")
+    assert res.exit_code == 0, f"{res.exception!r}\n{res.stderr[-3000:]}"
+    cpu = torch.device("cpu")
+    got = dict(load_model(case / "models/corda_round2.pt", cpu)[0].named_parameters())
+    other = {"teacher": "student", "student": "teacher"}[init_from]
+    want = dict(load_model(case / "models/corda.pt", cpu, which=init_from)[0].named_parameters())
+    not_want = dict(load_model(case / "models/corda.pt", cpu, which=other)[0].named_parameters())
+    differ = [k for k in want if not torch.equal(want[k], not_want[k])]
+    assert differ, "round 1's teacher and student are identical; the test cannot tell them apart"
+    for k in differ:
+        assert torch.allclose(got[k], want[k], rtol=0, atol=1e-9), k
+        assert not torch.allclose(got[k], not_want[k], rtol=0, atol=1e-9), k
