@@ -4,7 +4,8 @@ ResNet-101 DeepLab-v2 (output stride 8), 512×512 crops, 2 source + 2 target ima
 forward included: one `corda.seg_train.train_step` + backward + SGD step + EMA update per iteration.
 Rows: the fp32 eager path (the published recipe's precision, `train.precision: fp32`) first, as the
 baseline, then the faster paths of `train.precision` / `train.channels_last` measured in the same run
-(through the same `corda.precision` helpers the training loop uses), printed with their ratio; then
+(through the same `corda.precision` helpers the training loop uses, `train.compile` modes included),
+printed with their ratio; then
 inference images/s at 512×1024.
 
     python benchmarks/train_step.py                 # GPU: the paper's configuration
@@ -32,7 +33,7 @@ def _sync(device):
 
 
 def run(variant: dict, args, device) -> tuple[float, float]:
-    from corda.precision import autocast, configure_backends, memory_format, to_layout
+    from corda.precision import autocast, compile_networks, configure_backends, memory_format, to_layout
     from corda.seg_train import SegTrainConfig, build_seg_model, train_step
     from corda.uda import ema_update
 
@@ -44,6 +45,8 @@ def run(variant: dict, args, device) -> tuple[float, float]:
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
         p.requires_grad_(False)
+    torch._dynamo.reset()
+    compile_networks(variant.get("compile", "eager"), student, teacher)  # as run_training does
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
     b, c = args.batch, args.crop
     src = to_layout({"image": torch.rand(b, 3, c, c, device=device),
@@ -99,6 +102,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="source images = target images per step")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--compile", nargs="*", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                    help="train.compile modes to add on top of bf16 + channels_last (default on a GPU: default "
+                         "and reduce-overhead; none on the CPU, where compiling takes minutes); the warm-up "
+                         "steps absorb the compilation")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     variants = [("fp32 eager", dict(precision="fp32", channels_last=False))]
@@ -108,9 +115,16 @@ def main() -> None:
                      ("bf16 + channels_last", dict(precision="bf16", channels_last=True))]
     else:  # the CPU smoke check still exercises the fast path's code (bf16 autocast, NHWC)
         variants += [("bf16 + channels_last", dict(precision="bf16", channels_last=True))]
+    modes = args.compile if args.compile is not None else (["default", "reduce-overhead"] if device.type == "cuda" else [])
+    variants += [(f"bf16 + channels_last + compile {m}", dict(precision="bf16", channels_last=True, compile=m))
+                 for m in modes]
     rows = []
     for name, v in variants:
-        sec, peak = run(v, args, device)
+        try:
+            sec, peak = run(v, args, device)
+        except Exception as exc:  # a compile mode that fails here is a result too; the other rows still run
+            print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", flush=True)
+            continue
         rows.append((name, sec, 2 * args.batch / sec, peak))
     dev = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"device: {dev}, torch {torch.__version__}, {args.backbone} OS8, crop {args.crop}, batch {args.batch}+{args.batch}")

@@ -19,7 +19,8 @@ from torch import nn
 from corda import uda
 from corda.config import field, to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
-from corda.precision import Precision, autocast, configure_backends, memory_format, to_layout
+from corda.precision import (CompileMode, Precision, autocast, compile_networks, configure_backends, memory_format,
+                             to_layout)
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.models.corda_net import CorDANet, param_groups
 from corda.seg_train import SegTrainConfig, build_seg_model, train_step
@@ -50,7 +51,7 @@ class TrainConfig(SegTrainConfig):
 
     ``method`` and ``target_ce_weight`` are not params keys: each DVC stage passes ``method`` on the command
     line, and ``self_train`` sets ``target_ce_weight`` from ``self_train.target_weight``. ``precision``,
-    ``channels_last`` and ``devices`` are speed settings beyond the paper (:mod:`corda.precision`,
+    ``channels_last``, ``compile`` and ``devices`` are speed settings beyond the paper (:mod:`corda.precision`,
     :mod:`corda.distributed`); their defaults run the published fp32, single-GPU recipe.
     """
 
@@ -75,6 +76,7 @@ class TrainConfig(SegTrainConfig):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Precision = "fp32"  # fp32 (paper, §5) | tf32 | bf16 autocast
     channels_last: bool = False  # NHWC networks and images (faster convolutions on tensor cores)
+    compile: CompileMode = "eager"  # or a torch.compile mode for the student and teacher (corda.precision)
     devices: int = field(1, min=1)  # data-parallel processes (torchrun); batch_* are global sizes
     # Clip the total gradient norm (None = off, as the paper). Ours: from scratch at a high learning rate the
     # final classifier can blow up in the first ~40 steps (benchmarks/RESULTS.md); the paper's recipe starts
@@ -148,7 +150,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
                  dist: DistInfo = SINGLE) -> tuple[CorDANet, CorDANet | None, Trainer]:
     """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
 
-    ``tcfg.precision`` / ``tcfg.channels_last`` select the numeric path (:mod:`corda.precision`); the
+    ``tcfg.precision`` / ``tcfg.channels_last`` / ``tcfg.compile`` select the numeric path (:mod:`corda.precision`); the
     default fp32, contiguous path is the one the paper's recipe uses. With ``dist`` of N > 1 ranks (the
     process group already joined, :func:`corda.distributed.init_process_group`) each rank trains on its
     slice of the global batch, the student is wrapped in DistributedDataParallel, the EMA teacher follows
@@ -179,6 +181,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         student.load_state_dict(init_state)
         if teacher is not None:
             teacher.load_state_dict(init_state)
+    compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
     optimizer = torch.optim.SGD(param_groups(student, tcfg.lr, tcfg.head_lr_mult), lr=tcfg.lr,
                                 momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)

@@ -74,6 +74,10 @@ def test_new_keys_validate_and_global_batch_must_divide():
     assert (TrainConfig().precision, TrainConfig().channels_last, TrainConfig().devices) == ("fp32", False, 1)
     with pytest.raises(ConfigError, match="train.precision"):
         from_mapping(TrainConfig, {"precision": "fp16"}, "train")
+    assert TrainConfig().compile == "eager"
+    assert from_mapping(TrainConfig, {"compile": "reduce-overhead"}, "train").compile == "reduce-overhead"
+    with pytest.raises(ConfigError, match="train.compile"):
+        from_mapping(TrainConfig, {"compile": True}, "train")
     with pytest.raises(ConfigError, match=r"train\.batch_source.*divisible.*devices=2"):
         from_mapping(TrainConfig, {"batch_source": 3, "devices": 2}, "train")
     # Shards of one step's global keys are disjoint and together the one-process batch.
@@ -274,3 +278,22 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     for k, v in r0["nan_student"].items():
         assert torch.equal(v, r1["nan_student"][k]), k
     assert (_flat(r0["nan_student"]) - _flat(r0["so_student"])).norm() > 0
+
+
+def test_compiled_training_follows_the_eager_run(tmp_path):
+    """train.compile: default runs the student and teacher through torch.compile (inductor on the CPU) and
+    trains as eager does; only the fused kernels' float order differs. Checkpoint keys stay the plain module's."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    ref_s, ref_t, ref = _train("corda", _tcfg(), tmp_path / "eager" / "last.pt", DistInfo(), eval_bn=False)
+    s, t, tr = _train("corda", _tcfg(compile="default"), tmp_path / "compiled" / "last.pt", DistInfo(),
+                      eval_bn=False)
+    assert s._compiled_call_impl is not None and t._compiled_call_impl is not None  # the key reached the nets
+    assert list(s.state_dict()) == list(ref_s.state_dict())  # no "_orig_mod." prefix in checkpoints
+    for a, b in zip(tr.history, ref.history, strict=True):
+        for k in ("loss", "seg_src", "depth_src", "seg_mix"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3), (a["step"], k)
+    d = _flat(ref_s.state_dict()) - _flat(s.state_dict())
+    assert d.norm() <= 1e-3 * _flat(ref_s.state_dict()).norm()
+    torch._dynamo.reset()
