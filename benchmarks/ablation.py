@@ -48,8 +48,15 @@ def main() -> None:
     from corda.engine import NonFiniteLoss
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
-    from corda.segmentation import (ModelConfig, TrainConfig, make_eval_fn, resolve_device, run_training,
-                                    seg_datasets, set_seeds)
+    from corda.segmentation import (
+        ModelConfig,
+        TrainConfig,
+        make_eval_fn,
+        resolve_device,
+        run_training,
+        seg_datasets,
+        set_seeds,
+    )
     from stages.common import load_params, section
 
     setup_logging("WARNING")

@@ -19,10 +19,17 @@ from torch import nn
 from corda import uda
 from corda.config import field, to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
-from corda.precision import (CompileMode, Precision, autocast, compile_networks, configure_backends, memory_format,
-                             to_layout)
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.models.corda_net import CorDANet, param_groups
+from corda.precision import (
+    CompileMode,
+    Precision,
+    autocast,
+    compile_networks,
+    configure_backends,
+    memory_format,
+    to_layout,
+)
 from corda.seg_train import SegTrainConfig, build_seg_model, train_step
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from corda.config import from_mapping
 from corda.distributed import DistInfo, shard, torchrun_argv
 from corda.engine import batch_keys, step_generator
 from corda.errors import ConfigError
-from corda.testing import free_port, gloo_process_group
-from corda.segmentation import ModelConfig, TrainConfig, make_student_teacher, run_training, set_seeds
 from corda.seg_train import SegTrainConfig, train_step
+from corda.segmentation import ModelConfig, TrainConfig, make_student_teacher, run_training, set_seeds
+from corda.testing import free_port, gloo_process_group
 
 MCFG = ModelConfig(backbone="resnet18", output_stride=16, task_channels=16, bottleneck=8, aspp_branches=4,
                    initial_seg_head="conv1x1", input_norm="imagenet", freeze_bn_affine=False)
