@@ -4,8 +4,13 @@ Runs source_only, dacs, corda, oracle, corda without the feature exchange (model
 and corda without ω (train.depth_weight=false) for each seed, with params.yaml's settings (after
 `dvc repro depth_maps`), and writes mean ± std target-val mIoU to benchmarks/RESULTS.md.
 
-    python benchmarks/ablation.py --seeds 1 2 3             # the full study (about 3 × 20 min on 2 CPU cores)
+    python benchmarks/ablation.py --seeds 1 2 3             # the full study (hours on 2 CPU cores)
     python benchmarks/ablation.py --seeds 1 --iterations 200  # a quick look
+    OMP_NUM_THREADS=1 python benchmarks/ablation.py --seeds 2 --variants dacs --out /tmp/s2.md   # one cell
+
+On a 2-core VM one process per seed with OMP_NUM_THREADS=1 uses the cores best; a 600-iteration corda run
+then takes roughly 15-25 min, source_only and oracle about a third of that. Results depend on the thread
+count (float summation order), so compare runs made the same way.
 """
 
 from __future__ import annotations
@@ -22,21 +27,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-VARIANTS = {
+VARIANTS = {  # name: (method, model overrides, train overrides)
     "source_only": ("source_only", {}, {}),
     "dacs": ("dacs", {}, {}),
     "corda": ("corda", {}, {}),
     "corda w/o feature exchange": ("corda", {"distillation": False}, {}),
     "corda w/o ω": ("corda", {}, {"depth_weight": False}),
     "oracle": ("oracle", {}, {}),
+    # Diagnostic, not in the paper: the target depth from the renderer instead of the self-supervised network
+    # (embedded benchmark only). What corda gains here over "corda" bounds what better depth could add.
+    "corda, exact target depth": ("corda", {}, {}),
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "corda, exact target depth"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--iterations", type=int, default=None, help="override train.iterations")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     ap.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default=None,
                     help="override train.precision (the bf16-vs-fp32 accuracy check of issue #7)")
     ap.add_argument("--grad-clip", type=float, default=None,
@@ -79,7 +88,8 @@ def main() -> None:
                                        **({"precision": args.precision} if args.precision else {}),
                                        **({"iterations": args.iterations} if args.iterations else {}))
             set_seeds(seed)
-            src, tgt, val = seg_datasets(splits, tcfg, Path("depth"), with_target_labels=method == "oracle")
+            depth_dir = exact_depth_dir(p, splits) if name == "corda, exact target depth" else Path("depth")
+            src, tgt, val = seg_datasets(splits, tcfg, depth_dir, with_target_labels=method == "oracle")
             ev = make_eval_fn(val, mcfg.num_classes, class_set, 32, 0, device)
             t0 = time.perf_counter()
             try:
@@ -120,6 +130,56 @@ def main() -> None:
                f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
                f"{tcfg0.iterations if not args.iterations else args.iterations} iterations.\n\n{table}\n")
     write_section(Path(args.out), heading + " (", section)
+
+
+def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablation/exact_depth")) -> Path:
+    """A depth folder with the pipeline's source.h5 and a target.h5 of the renderer's exact camera-z depth.
+
+    The embedded benchmark writes no disparity for target train (Cityscapes has it; the pipeline does not
+    read it), so the depth is re-cast here with the draws of ``corda.data.benchmark.render_target_item``
+    (scene, then camera): the first val image is checked against its disparity PNG before anything is used.
+    """
+    import shutil
+
+    from corda.data import benchmark as B, codecs
+    from corda.data import render as R
+    from corda.data.datasets import SegDepthDataset
+    from corda.h5io import write_depth_h5
+    from stages.common import section
+    from stages.data import DataConfig
+
+    dcfg = section(p, "data", DataConfig)
+    if dcfg.target.kind != "procedural":
+        raise SystemExit("'corda, exact target depth' needs the embedded benchmark (data.target.kind: procedural)")
+    cfg = dcfg.procedural
+
+    def exact(split: str, name: str) -> np.ndarray:
+        index = int(name.split("_")[1])
+        rng = np.random.default_rng([dcfg.seed, B.TARGET_ID, B.SPLIT_IDS[split], index])
+        scene = R.make_scene(rng, B.TARGET_STATS, 0.25)
+        cam = B._camera(rng, cfg.target_camera, cfg.height, cfg.width, scene.road_half)
+        hit = R.cast(scene, cam)
+        z = hit.t.reshape(cfg.height, cfg.width).astype(np.float32)
+        z[(hit.cls.reshape(z.shape) == R.SKY) | R.hood_mask(cfg.height, cfg.width, cfg.appearance.hood_frac)] = np.nan
+        return z
+
+    val = SegDepthDataset(splits["target_val"], ("disparity", "K", "baseline"), None, None)[0]
+    ref = codecs.disparity_to_depth(val["disparity"][0].numpy(), float(val["baseline"]), float(val["K"][0, 0]))
+    mine = exact("val", val["name"])
+    ok = np.isfinite(ref) & np.isfinite(mine)
+    if ok.mean() < 0.5 or np.nanmax(np.abs(mine[ok] / ref[ok] - 1)) > 0.02:  # the PNG keeps 1/256 px
+        raise SystemExit("exact target depth does not match the rendered disparity: the renderer's draw order "
+                         "changed; update exact_depth_dir")
+    if not (out / "target.h5").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2("depth/source.h5", out / "source.h5")
+        names = splits["target_train"].names
+        rows = ((n, codecs.depth_to_inv(z), np.minimum(z, 6e4).astype(np.float16))  # float16 tops out at 65504
+                for n in names for z in [exact("train", n)])
+        write_depth_h5(out / "target.h5", rows, len(names),
+                       {"mode": "ground_truth", "model_hash": "", "domain": "target",
+                        "min_depth_m": p["depth"]["min_depth_m"], "max_depth_m": p["depth"]["max_depth_m"]})
+    return out
 
 
 def write_section(path: Path, heading: str, text: str) -> None:
