@@ -141,7 +141,8 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     """
     import shutil
 
-    from corda.data import benchmark as B, codecs
+    from corda.data import benchmark as B
+    from corda.data import codecs
     from corda.data import render as R
     from corda.data.datasets import SegDepthDataset
     from corda.h5io import write_depth_h5
