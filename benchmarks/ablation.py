@@ -109,15 +109,18 @@ def main() -> None:
             print(f"seed {seed}  {name:28s} mIoU {miou:5.1f}  teacher {t_miou:5.1f}  "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    def stats(v: list[float]) -> tuple[str, str]:
-        ok = [x for x in v if x == x]  # NaN = diverged (or no teacher), reported but left out of the mean
+    def stats(v: list[float], exists: bool = True) -> tuple[str, str]:
+        if not exists:  # the teacher column of a method without one
+            return "—", ""
+        ok = [x for x in v if x == x]  # NaN = diverged, reported but left out of the mean
         return (f"{np.mean(ok):.1f} ± {np.std(ok):.1f}" if ok else "—",
                 ", ".join(f"{x:.1f}" if x == x else "diverged" for x in v))
 
     lines = ["| method | student mIoU (mean ± std) | per seed | EMA teacher mIoU (mean ± std) | per seed |",
              "|---|---:|---|---:|---|"]
     for name in scores:
-        lines.append(f"| {name} | {' | '.join(stats(scores[name]))} | {' | '.join(stats(teacher_scores[name]))} |")
+        teacher = stats(teacher_scores[name], VARIANTS[name][0] in ("corda", "dacs"))
+        lines.append(f"| {name} | {' | '.join(stats(scores[name]))} | {' | '.join(teacher)} |")
     table = "\n".join(lines)
     print(table)
     flags = (f"--seeds {' '.join(map(str, args.seeds))}"
