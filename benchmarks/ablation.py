@@ -141,14 +141,13 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     """A depth folder with the pipeline's source.h5 and a target.h5 of the renderer's exact camera-z depth.
 
     The embedded benchmark writes no disparity for target train (Cityscapes has it; the pipeline does not
-    read it), so the depth is re-cast here with the draws of ``corda.data.benchmark.render_target_item``
-    (scene, then camera): the first val image is checked against its disparity PNG before anything is used.
+    read it), so the depth comes from ``corda.data.benchmark.target_depth`` with the data stage's seed; the
+    first val image is checked against its disparity PNG before anything is used (a wrong seed or config).
     """
     import shutil
 
     from corda.data import benchmark as B
     from corda.data import codecs
-    from corda.data import render as R
     from corda.data.datasets import SegDepthDataset
     from corda.h5io import write_depth_h5
     from stages.common import section
@@ -157,25 +156,17 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     dcfg = section(p, "data", DataConfig)
     if dcfg.target.kind != "procedural":
         raise SystemExit("'corda, exact target depth' needs the embedded benchmark (data.target.kind: procedural)")
-    cfg = dcfg.procedural
 
     def exact(split: str, name: str) -> np.ndarray:
-        index = int(name.split("_")[1])
-        rng = np.random.default_rng([dcfg.seed, B.TARGET_ID, B.SPLIT_IDS[split], index])
-        scene = R.make_scene(rng, B.TARGET_STATS, 0.25)
-        cam = B._camera(rng, cfg.target_camera, cfg.height, cfg.width, scene.road_half)
-        hit = R.cast(scene, cam)
-        z = hit.t.reshape(cfg.height, cfg.width).astype(np.float32)
-        z[(hit.cls.reshape(z.shape) == R.SKY) | R.hood_mask(cfg.height, cfg.width, cfg.appearance.hood_frac)] = np.nan
-        return z
+        return B.target_depth(dcfg.procedural, dcfg.seed, split, int(name.split("_")[1]))
 
     val = SegDepthDataset(splits["target_val"], ("disparity", "K", "baseline"), None, None)[0]
     ref = codecs.disparity_to_depth(val["disparity"][0].numpy(), float(val["baseline"]), float(val["K"][0, 0]))
     mine = exact("val", val["name"])
     ok = np.isfinite(ref) & np.isfinite(mine)
     if ok.mean() < 0.5 or np.nanmax(np.abs(mine[ok] / ref[ok] - 1)) > 0.02:  # the PNG keeps 1/256 px
-        raise SystemExit("exact target depth does not match the rendered disparity: the renderer's draw order "
-                         "changed; update exact_depth_dir")
+        raise SystemExit("exact target depth does not match the rendered disparity: was data/ rendered with "
+                         "the data section of this params.yaml?")
     if not (out / "target.h5").is_file():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy2("depth/source.h5", out / "source.h5")

@@ -107,3 +107,17 @@ def test_target_hood_is_ignored_and_has_no_depth():
     assert hood.any()
     assert (item["label"][hood] == 255).all()
     assert np.isnan(item["depth"][hood]).all()
+
+
+def test_target_depth_is_the_rendered_frames_depth():
+    """target_depth re-casts the same frame as render_target_item (no sky depth), for any split and seed."""
+    cfg = B.BenchmarkConfig(height=H, width=W)
+    for seed, split, i in ((0, "val", 1), (5, "train", 3)):
+        item = B.render_target_item(cfg, seed, split, i)
+        z = B.target_depth(cfg, seed, split, i)
+        assert z.dtype == np.float32 and z.shape == (H, W)
+        sky = item["label"] == R.SKY
+        assert sky.any() and np.isnan(z[sky]).all()
+        want = np.where(sky, np.nan, item["depth"]).astype(np.float32)
+        assert np.array_equal(z, want, equal_nan=True), (seed, split, i)
+    assert not np.array_equal(B.target_depth(cfg, 0, "val", 1), B.target_depth(cfg, 1, "val", 1), equal_nan=True)

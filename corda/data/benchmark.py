@@ -116,11 +116,37 @@ def _target_view(scene, cam, cfg: BenchmarkConfig, rng, tex_seed: int, hood) -> 
     return R.finish_target(lin, rng, a.blur_sigma_px, a.noise_std, a.vignetting, hood), hit
 
 
-def render_target_item(cfg: BenchmarkConfig, seed: int, split: str, index: int) -> dict:
-    """One real-style stereo frame (+ video neighbours on train) with labels, depth and camera."""
+def _target_scene(cfg: BenchmarkConfig, seed: int, split: str, index: int):
+    """The scene and left camera of one target frame, and the generator left just after drawing them.
+
+    The first draws of every target item: render_target_item continues from the returned generator, and
+    target_depth stops here, so the two agree on the geometry of a frame by construction.
+    """
     rng = np.random.default_rng([seed, TARGET_ID, SPLIT_IDS[split], index])
     scene = R.make_scene(rng, TARGET_STATS, 0.25)
     cam = _camera(rng, cfg.target_camera, cfg.height, cfg.width, scene.road_half)
+    return rng, scene, cam
+
+
+def target_depth(cfg: BenchmarkConfig, seed: int, split: str, index: int) -> np.ndarray:
+    """Exact camera-z depth of a target frame's left image, without rendering its pixels.
+
+    The benchmark writes depth for target val only (as disparity, like Cityscapes); this is the ground truth
+    for any split, for diagnostics such as training on perfect target depth.
+
+    Returns:
+        (H, W) float32 metres; NaN on sky and on the ego-vehicle hood.
+    """
+    _, scene, cam = _target_scene(cfg, seed, split, index)
+    hit = R.cast(scene, cam)
+    z = hit.t.reshape(cfg.height, cfg.width).astype(np.float32)
+    z[(hit.cls.reshape(z.shape) == R.SKY) | R.hood_mask(cfg.height, cfg.width, cfg.appearance.hood_frac)] = np.nan
+    return z
+
+
+def render_target_item(cfg: BenchmarkConfig, seed: int, split: str, index: int) -> dict:
+    """One real-style stereo frame (+ video neighbours on train) with labels, depth and camera."""
+    rng, scene, cam = _target_scene(cfg, seed, split, index)
     tex_seed = int(rng.integers(0, 2**31 - 1))
     hood = R.hood_mask(cfg.height, cfg.width, cfg.appearance.hood_frac)
     left, hit = _target_view(scene, cam, cfg, rng, tex_seed, hood)
