@@ -76,6 +76,11 @@ def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
     return base * (1.0 - step / max(total, 1)) ** power
 
 
+def _mean(values: list[torch.Tensor]) -> float:
+    """The mean of logged 0-dim tensors, in float64 as ``np.mean`` of their Python floats (one transfer)."""
+    return float(np.mean(torch.stack([v.reshape(()) for v in values]).double().cpu().numpy()))
+
+
 @dataclass
 class LoopState:
     step: int = 0
@@ -198,7 +203,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms = self.step_fn(step)
             seen = self.reduce_terms(terms) if self.reduce_terms is not None else terms
-            bad = [k for k, v in seen.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+            # One host-device sync per step: this check. The logged terms stay on the device until a log
+            # step, so a GPU step is not stalled once per term (a CUDA sync drains the launch queue).
+            scalars = {k: v.detach() for k, v in seen.items() if torch.is_tensor(v) and v.numel() == 1}
+            tensors = [v.detach() for v in seen.values() if torch.is_tensor(v)]
+            finite = not tensors or bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
+            bad = [] if finite else [k for k, v in seen.items()
+                                     if torch.is_tensor(v) and not torch.isfinite(v).all()]
             if bad:
                 msg = f"step {step}: loss term '{bad[0]}' is {seen[bad[0]].detach().float().mean().item()}"
                 if self.nan_policy == "stop":
@@ -212,17 +223,16 @@ class Trainer:
                     params = [p for g in self.optimizer.param_groups for p in g["params"]]
                     # The norm before clipping is logged: a run heading for divergence shows it first.
                     norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                    running.setdefault("grad_norm", []).append(float(norm))
+                    running.setdefault("grad_norm", []).append(norm.detach())
                 self.optimizer.step()
                 if self.after_step is not None:
                     self.after_step(step)
-            for k, v in seen.items():
-                if torch.is_tensor(v) and v.numel() == 1:
-                    running.setdefault(k, []).append(float(v.detach()))
+            for k, v in scalars.items():
+                running.setdefault(k, []).append(v)
             done = step + 1
             self.state.step = done
             if done % self.log_every == 0 or done == self.iterations:
-                row = {"step": done, "lr": lr, **{k: float(np.mean(v)) for k, v in running.items()}}
+                row = {"step": done, "lr": lr, **{k: _mean(v) for k, v in running.items()}}
                 running = {}
                 if self.eval_fn is not None and self.eval_every and (done % self.eval_every == 0 or done == self.iterations):
                     row.update(self.eval_fn(done))

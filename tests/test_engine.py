@@ -103,3 +103,23 @@ def test_saved_artefacts_are_byte_identical_for_identical_content(tmp_path):
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     assert torch.equal(torch.load(tmp_path / "a.pt")["w"], state["w"])
     assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".*.pt"))
+
+
+def test_logged_terms_are_the_mean_of_each_steps_values(tmp_path):
+    """Terms stay on the device between log steps; the row still holds the float64 mean of the steps' values."""
+    import numpy as np
+
+    tr, _ = _make(tmp_path, iterations=6)
+    seen, step_fn = [], tr.step_fn
+
+    def recording(step):
+        out = step_fn(step)
+        seen.append(float(out["mse"]))
+        return out
+
+    tr.step_fn = recording
+    tr.log_every = 3
+    tr.run()
+    assert [r["step"] for r in tr.history] == [3, 6]
+    assert [r["mse"] for r in tr.history] == [float(np.mean(seen[:3])), float(np.mean(seen[3:]))]
+    assert all(type(r["mse"]) is float for r in tr.history)

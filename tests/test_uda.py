@@ -200,3 +200,19 @@ def test_depth_weight_per_image_vs_faithful_broadcast():
     ce = F.cross_entropy(logits, labels, reduction="none")
     original = torch.mean(ce * (w0 * omega / omega.mean()))  # broadcasts to (B, B, H, W)
     assert torch.allclose(weighted_ce(logits, labels, w0 * mixed), original, atol=1e-6)
+
+
+def test_ema_update_matches_the_per_tensor_update_bit_for_bit():
+    """The multi-tensor kernels compute exactly θ_t·α + θ_s·(1−α) per tensor (runs stay reproducible)."""
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    teacher = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    want = [p_t.detach().clone() for p_t in teacher.parameters()]
+    for step in (3, 50, 4000):
+        a = min(1.0 - 1.0 / (step + 1), 0.99)
+        want = [w.mul(a).add(p_s.detach(), alpha=1.0 - a) for w, p_s in zip(want, student.parameters())]
+        ema_update(teacher, student, step, 0.99)
+        for w, p_t in zip(want, teacher.parameters()):
+            assert torch.equal(w, p_t)
+    with pytest.raises(ValueError, match="parameter tensors"):
+        ema_update(teacher, nn.Conv2d(3, 8, 3), 1)
