@@ -20,8 +20,8 @@ Semantics, i.e. what is and is not the same as one process with the same global 
   independent ones. The masks are per image, so mixing is unaffected in kind, but the exact draws of images
   outside rank 0's slice differ from a one-process run (the batch-level jitter/blur coin is per rank).
 * **BatchNorm.** Statistics are per rank (no SyncBatchNorm): a batch of 2 + 2 on 2 GPUs normalises over one
-  image each, which changes training; keep at least 2 images per rank. DDP broadcasts rank 0's buffers (the
-  running statistics) before every forward, so the saved student carries rank 0's.
+  image each, which changes training; keep at least 2 images per rank. Each rank keeps its own running
+  statistics (no buffer broadcast, see :func:`wrap`); the saved student carries rank 0's.
 * **EMA teacher.** Not wrapped: every rank updates its copy from the synchronised student parameters, so the
   teacher weights are identical everywhere. Its BN running statistics follow its own train-mode forwards on
   the rank's target slice (§9.6); the saved teacher carries rank 0's.
@@ -164,7 +164,12 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device, find_unused: b
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused)
+    # broadcast_buffers=False: with True, DDP copies rank 0's buffers into every rank's before each forward,
+    # in place; between the student's two forwards that bumps the version of buffers the first forward saved
+    # for backward, and torch 2.11's backward then fails ("modified by an inplace operation"; 2.14's DDP does
+    # not bump it). Rank 0's buffers, the only ones saved, are the same either way: it is the broadcast's source.
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused,
+                                   broadcast_buffers=False)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -297,3 +297,38 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
     d = _flat(ref_s.state_dict()) - _flat(s.state_dict())
     assert d.norm() <= 1e-3 * _flat(ref_s.state_dict()).norm()
     torch._dynamo.reset()
+
+
+class _ScaledByBuffer(nn.Module):
+    """y = W x · s with a buffer s that autograd saves for the backward (as BatchNorm's backward saves tensors)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.register_buffer("s", torch.full((3,), 2.0))
+
+    def forward(self, x):
+        return self.lin(x) * self.s
+
+
+def _two_forwards_worker(rank: int, world: int, port: int, tmp: str) -> None:
+    from corda.distributed import wrap
+
+    with gloo_process_group(rank, world, port) as info:
+        torch.manual_seed(0)
+        net = wrap(_ScaledByBuffer(), info, torch.device("cpu"))
+        x = torch.randn(4, 3)
+        loss = net(x).sum() + net(x + 1).sum()  # the student's two forwards (source, mixed) before one backward
+        loss.backward()
+        torch.save({"grad": net.module.lin.weight.grad}, Path(tmp) / f"rank{rank}.pt")
+
+
+def test_ddp_student_survives_two_forwards_before_one_backward(tmp_path):
+    """DDP's buffer broadcast before the second forward rewrote saved buffers in place, and the backward failed
+    with 'modified by an inplace operation': on torch 2.11 (the GPU machines' version) this test and the corda
+    run of test_two_gloo_processes_match_one_process fail that way with broadcast_buffers=True; torch 2.14's
+    DDP no longer bumps the saved version, so on 2.14 both pass either way."""
+    mp.spawn(_two_forwards_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    g0 = torch.load(tmp_path / "rank0.pt")["grad"]
+    g1 = torch.load(tmp_path / "rank1.pt")["grad"]
+    assert torch.isfinite(g0).all() and torch.equal(g0, g1)

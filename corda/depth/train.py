@@ -20,7 +20,7 @@ each image gets exactly the draws it gets in one process. The per-rank loss is a
 pixels and every rank has as many, so DDP's averaged gradient is the one-process gradient up to float
 summation order, *except* for BatchNorm: the ResNet encoders normalise with per-rank batch statistics
 (no SyncBatchNorm), i.e. over ``b`` images instead of the global batch (keep ``b`` ≥ 2), and the saved
-running statistics are rank 0's (DDP broadcasts rank 0's buffers before every forward).
+running statistics are rank 0's (each rank keeps its own; :func:`corda.distributed.wrap`).
 """
 
 from __future__ import annotations
