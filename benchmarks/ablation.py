@@ -80,6 +80,7 @@ def main() -> None:
     # The paper validates the student (method.md §5); the EMA teacher is scored too, as it makes the pseudo-labels.
     scores: dict[str, list[float]] = {v: [] for v in args.variants}
     teacher_scores: dict[str, list[float]] = {v: [] for v in args.variants}
+    teacherless: set[str] = set()  # methods that train no EMA teacher: "—" in its column
     # Built (and checked against the renderer) once, before any run that needs it.
     exact_dir = exact_depth_dir(p, splits) if any(VARIANTS[n][3] for n in args.variants) else None
     for seed in args.seeds:
@@ -106,6 +107,8 @@ def main() -> None:
                 continue
             miou = 100 * ev(student, tcfg.iterations)["val/miou"]
             t_miou = 100 * ev(teacher, tcfg.iterations)["val/miou"] if teacher is not None else float("nan")
+            if teacher is None:
+                teacherless.add(name)
             scores[name].append(miou)
             teacher_scores[name].append(t_miou)
             print(f"seed {seed}  {name:28s} mIoU {miou:5.1f}  teacher {t_miou:5.1f}  "
@@ -121,7 +124,7 @@ def main() -> None:
     lines = ["| method | student mIoU (mean ± std) | per seed | EMA teacher mIoU (mean ± std) | per seed |",
              "|---|---:|---|---:|---|"]
     for name in scores:
-        teacher = stats(teacher_scores[name], VARIANTS[name][0] in ("corda", "dacs"))
+        teacher = stats(teacher_scores[name], name not in teacherless)
         lines.append(f"| {name} | {' | '.join(stats(scores[name]))} | {' | '.join(teacher)} |")
     table = "\n".join(lines)
     print(table)

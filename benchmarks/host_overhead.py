@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import sys
 import warnings
 from collections import Counter
@@ -52,12 +51,6 @@ def log_per_term(terms):
     """The loop's former bookkeeping: a finite check and a ``float()`` per term, every step."""
     bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
     return bad, {k: float(v.detach()) for k, v in terms.items() if v.numel() == 1}
-
-
-def log_stacked(terms):
-    """`corda.engine.Trainer`'s bookkeeping now: one stacked finite check; terms stay on the device."""
-    finite = bool(torch.stack([torch.isfinite(v).all() for v in terms.values()]).all())
-    return finite, {k: v.detach() for k, v in terms.items() if v.numel() == 1}
 
 
 def count_ops(events) -> Counter:
@@ -97,19 +90,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="source images = target images per step")
     args = ap.parse_args()
 
-    from corda.seg_train import SegTrainConfig, build_seg_model, train_step
+    from corda.engine import check_terms
+    from corda.seg_train import train_step
     from corda.uda import ema_update
+    from train_step import paper_step  # this folder is on sys.path when a script in it runs
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    student = build_seg_model("corda", backbone=args.backbone, output_stride=8).to(device)
-    teacher = copy.deepcopy(student).requires_grad_(False)
-    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
     b, c = args.batch, args.crop
-    src = {"image": torch.rand(b, 3, c, c, device=device), "label": torch.randint(0, 19, (b, c, c), device=device),
-           "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}
-    tgt = {"image": torch.rand(b, 3, c, c, device=device), "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}
-    cfg = SegTrainConfig(method="corda")
+    student, teacher, opt, src, tgt, cfg = paper_step(args.backbone, b, c, device)
 
     def step(i, gen, ema, bookkeeping, syncs):
         with phase("forward", syncs, device):
@@ -126,7 +114,7 @@ def main() -> None:
 
     rows = []
     for name, ema, bookkeeping in (("before: per-tensor EMA, per-term float()", ema_loop, log_per_term),
-                                   ("now: multi-tensor EMA, one stacked check", ema_update, log_stacked)):
+                                   ("now: multi-tensor EMA, one stacked check", ema_update, check_terms)):
         gen = torch.Generator().manual_seed(0)  # the same augmentation and ClassMix draws in both rows
         step(0, gen, ema, bookkeeping, Counter())  # warm-up: lazy state (momentum buffers, cudnn plans)
         syncs = Counter()

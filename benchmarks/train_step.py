@@ -32,29 +32,37 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def run(variant: dict, args, device) -> tuple[float, float]:
-    from corda.precision import autocast, compile_networks, configure_backends, memory_format, to_layout
-    from corda.seg_train import SegTrainConfig, build_seg_model, train_step
-    from corda.uda import ema_update
+def paper_step(backbone: str, batch: int, crop: int, device, channels_last: bool = False, compile: str = "eager"):
+    """The CorDA step's parts at the paper's setting: (student, EMA teacher, SGD, source batch, target batch,
+    step config), random inputs of ``batch`` + ``batch`` images of ``crop``² (also used by host_overhead.py)."""
+    from corda.precision import compile_networks, memory_format, to_layout
+    from corda.seg_train import SegTrainConfig, build_seg_model
 
-    precision, cl = variant["precision"], variant["channels_last"]
-    configure_backends(precision, device)  # TF32 and cudnn.benchmark as in training
     torch.manual_seed(0)
-    student = build_seg_model("corda", backbone=args.backbone, output_stride=8).to(device,
-                                                                                 memory_format=memory_format(cl))
-    teacher = copy.deepcopy(student)
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    student = build_seg_model("corda", backbone=backbone, output_stride=8).to(
+        device, memory_format=memory_format(channels_last))
+    teacher = copy.deepcopy(student).requires_grad_(False)
     torch._dynamo.reset()
-    compile_networks(variant.get("compile", "eager"), student, teacher)  # as run_training does
+    compile_networks(compile, student, teacher)  # as run_training does
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
-    b, c = args.batch, args.crop
+    b, c = batch, crop
     src = to_layout({"image": torch.rand(b, 3, c, c, device=device),
                      "label": torch.randint(0, 19, (b, c, c), device=device),
-                     "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}, cl)
+                     "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}, channels_last)
     tgt = to_layout({"image": torch.rand(b, 3, c, c, device=device),
-                     "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}, cl)
-    cfg = SegTrainConfig(method="corda")
+                     "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}, channels_last)
+    return student, teacher, opt, src, tgt, SegTrainConfig(method="corda")
+
+
+def run(variant: dict, args, device) -> tuple[float, float]:
+    from corda.precision import autocast, configure_backends
+    from corda.seg_train import train_step
+    from corda.uda import ema_update
+
+    precision = variant["precision"]
+    configure_backends(precision, device)  # TF32 and cudnn.benchmark as in training
+    student, teacher, opt, src, tgt, cfg = paper_step(args.backbone, args.batch, args.crop, device,
+                                                      variant["channels_last"], variant.get("compile", "eager"))
     gen = torch.Generator().manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

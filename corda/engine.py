@@ -76,6 +76,18 @@ def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
     return base * (1.0 - step / max(total, 1)) ** power
 
 
+def check_terms(terms: Mapping[str, Any]) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """The names of a step's non-finite tensor terms, and its detached one-element terms to log.
+
+    One host-device sync: each term's finiteness is reduced on its device and the flags are stacked, so a GPU
+    step waits once instead of once per term (a sync drains the launch queue); the logged terms stay on the
+    device until a log step (:func:`_mean`). Only a failing step looks at the terms one by one, to name them.
+    """
+    ok = {k: torch.isfinite(v).all() for k, v in terms.items() if torch.is_tensor(v)}
+    bad = [] if not ok or bool(torch.stack(list(ok.values())).all()) else [k for k, f in ok.items() if not f]
+    return bad, {k: v.detach() for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
 def _mean(values: list[torch.Tensor]) -> float:
     """The mean of logged 0-dim tensors, in float64 as ``np.mean`` of their Python floats (one transfer)."""
     return float(np.mean(torch.stack([v.reshape(()) for v in values]).double().cpu().numpy()))
@@ -196,20 +208,15 @@ class Trainer:
         start_step = self.state.step
         for m in self.modules.values():
             m.train()
+        clip_params = [p for g in self.optimizer.param_groups for p in g["params"]] if self.grad_clip else []
         t0 = time.perf_counter()
-        running: dict[str, list[float]] = {}
+        running: dict[str, list[torch.Tensor]] = {}
         for step in self.progress(range(start_step, self.iterations), self.iterations - start_step, self.desc):
             lr = self._set_lr(step)
             self.optimizer.zero_grad(set_to_none=True)
             terms = self.step_fn(step)
             seen = self.reduce_terms(terms) if self.reduce_terms is not None else terms
-            # One host-device sync per step: this check. The logged terms stay on the device until a log
-            # step, so a GPU step is not stalled once per term (a CUDA sync drains the launch queue).
-            scalars = {k: v.detach() for k, v in seen.items() if torch.is_tensor(v) and v.numel() == 1}
-            tensors = [v.detach() for v in seen.values() if torch.is_tensor(v)]
-            finite = not tensors or bool(torch.stack([torch.isfinite(v).all() for v in tensors]).all())
-            bad = [] if finite else [k for k, v in seen.items()
-                                     if torch.is_tensor(v) and not torch.isfinite(v).all()]
+            bad, scalars = check_terms(seen)  # the loop's one host-device sync per step
             if bad:
                 msg = f"step {step}: loss term '{bad[0]}' is {seen[bad[0]].detach().float().mean().item()}"
                 if self.nan_policy == "stop":
@@ -219,10 +226,9 @@ class Trainer:
                 log.warning("%s; step skipped (%d so far)", msg, self.state.skipped)
             else:
                 terms["loss"].backward()
-                if self.grad_clip:
-                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                if clip_params:
                     # The norm before clipping is logged: a run heading for divergence shows it first.
-                    norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                    norm = torch.nn.utils.clip_grad_norm_(clip_params, self.grad_clip)
                     running.setdefault("grad_norm", []).append(norm.detach())
                 self.optimizer.step()
                 if self.after_step is not None:
