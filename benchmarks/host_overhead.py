@@ -90,10 +90,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="source images = target images per step")
     args = ap.parse_args()
 
+    from train_step import paper_step  # this folder is on sys.path when a script in it runs
+
     from corda.engine import check_terms
     from corda.seg_train import train_step
     from corda.uda import ema_update
-    from train_step import paper_step  # this folder is on sys.path when a script in it runs
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     b, c = args.batch, args.crop
