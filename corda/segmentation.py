@@ -50,6 +50,11 @@ class ModelConfig:
     input_norm: Literal["imagenet", "caffe_bgr"] = "caffe_bgr"
     freeze_bn_affine: bool = True  # §1.1 (frozen affine suits pretrained weights)
     num_classes: int = field(19, min=1)
+    # Ours, for the embedded default (issue 17): a 1/4-resolution decoder with a low-level skip; the paper
+    # presets keep "deeplabv2", whose parameters and outputs are the authors' network.
+    head: Literal["deeplabv2", "decoder4"] = "deeplabv2"
+    decoder_channels: int = field(128, min=1)
+    init: Literal["deeplab", "kaiming"] = "deeplab"  # kaiming: for training the whole network from scratch
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,9 @@ class TrainConfig(SegTrainConfig):
     crop_hw: tuple[int, int] = field((512, 512), min=8)
     source_resize_hw: tuple[int, int] | None = None  # resize before cropping (§5: 720×1280); None = keep
     target_resize_hw: tuple[int, int] | None = None  # (§5: 512×1024)
+    # sgd = the paper's SGD with momentum (§5); adamw (ours, for training from scratch): decoupled weight decay,
+    # betas (0.9, 0.999); ``momentum`` is then unused.
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = field(2.5e-4, gt=0)
     head_lr_mult: float = field(10.0, gt=0)
     momentum: float = field(0.9, min=0, max=1)
@@ -124,6 +132,14 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
         for p in teacher.parameters():
             p.requires_grad_(False)
     return student, teacher
+
+
+def make_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """The segmentation optimizer over :func:`param_groups` (backbone at ``lr``, the rest ×head_lr_mult)."""
+    groups = param_groups(student, tcfg.lr, tcfg.head_lr_mult)
+    if tcfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
 
 
 class StepBatches:
@@ -190,8 +206,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
             teacher.load_state_dict(init_state)
     compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
-    optimizer = torch.optim.SGD(param_groups(student, tcfg.lr, tcfg.head_lr_mult), lr=tcfg.lr,
-                                momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
+    optimizer = make_optimizer(student, tcfg)
     fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
     trainer = Trainer(modules=modules, optimizer=optimizer, step_fn=lambda s: None, iterations=tcfg.iterations,
                       lr_at=lambda s: poly_lr(tcfg.lr, s, tcfg.iterations, tcfg.poly_power), scratch=scratch,

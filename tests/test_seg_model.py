@@ -387,3 +387,56 @@ def test_teacher_pseudo_labels_head_choice():
         probs = logits.softmax(1)
         assert labels.shape == (2, 32, 64) and torch.equal(labels, probs.argmax(1))
         assert torch.allclose(conf, probs.max(1).values)
+
+
+# ------------------------------------------------------------------ decoder4 head (the embedded default)
+
+
+def test_paper_presets_keep_the_authors_parameter_counts():
+    """The paper's network is untouched by the decoder4 option: 48,015,074 (GTA) / 46,619,049 (SYNTHIA)."""
+    gta = CorDANet(num_classes=19, backbone="resnet101", aspp_branches=2, initial_seg_head="aspp")
+    syn = CorDANet(num_classes=19, backbone="resnet101", aspp_branches=2, initial_seg_head="conv1x1")
+    assert sum(p.numel() for p in gta.parameters()) == 48_015_074
+    assert sum(p.numel() for p in syn.parameters()) == 46_619_049
+    assert not hasattr(gta, "decoder")
+
+
+@pytest.mark.parametrize("depth", [True, False])
+def test_decoder4_predicts_at_quarter_resolution(depth):
+    torch.manual_seed(0)
+    model = CorDANet(num_classes=19, backbone="resnet18", output_stride=16, head="decoder4", init="kaiming",
+                     task_channels=16, bottleneck=8, decoder_channels=24, depth=depth,
+                     initial_seg_head="conv1x1").eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 128))
+    # Stem conv /2, ceil-mode pool /2: layer1 is 17×33, the decoder's grid (deeplabv2 at OS16 gives 5×9).
+    assert out["S"].shape == (2, 19, 17, 33)
+    if depth:
+        assert set(out) == DEPTH_KEYS
+        for k in ("D", "D_src", "initial_D", "initial_D_src"):
+            assert out[k].shape == (2, 1, 17, 33)
+        # CorDA's exchange works at that resolution too.
+        assert model.gate_d_to_s.feature.in_channels == 16
+    else:
+        assert out["initial_S"] is out["S"]
+
+
+def test_kaiming_init_scales_convs_by_fan_out_and_keeps_predictors_small():
+    torch.manual_seed(0)
+    model = CorDANet(num_classes=19, backbone="resnet18", output_stride=16, head="decoder4", init="kaiming")
+    w = model.backbone.layer3[0].conv2.weight.detach()  # 256 out × 3×3: fan_out 2304, He std sqrt(2/2304) ≈ 0.0295
+    assert abs(float(w.std()) - (2 / 2304) ** 0.5) < 0.002
+    assert abs(float(model.head_s.weight.detach().std()) - 0.01) < 0.002
+    deeplab = CorDANet(num_classes=19, backbone="resnet18", output_stride=16, head="decoder4", init="deeplab")
+    assert abs(float(deeplab.backbone.layer3[0].conv2.weight.detach().std()) - 0.01) < 0.001
+
+
+def test_adamw_optimizer_switch():
+    from corda.segmentation import ModelConfig, TrainConfig, build_model, make_optimizer
+
+    model = build_model(ModelConfig(backbone="resnet18", output_stride=16, head="decoder4", init="kaiming",
+                                    task_channels=16, bottleneck=8, decoder_channels=24), "corda")
+    assert isinstance(make_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, head_lr_mult=1.0)),
+                      torch.optim.AdamW)
+    sgd = make_optimizer(model, TrainConfig())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[1]["lr"] == 10 * sgd.param_groups[0]["lr"]

@@ -36,3 +36,21 @@ def class_set_name(manifest: dict) -> str:
     """The evaluation protocol's class set: the paper's for real data, the rendered ten classes otherwise."""
     kind = manifest.get("source_kind", "procedural")
     return {"procedural": "procedural10", "gta5": "cityscapes19", "synthia": "synthia16"}[kind]
+
+
+# Labelled tuning split (issue 17): recipe and benchmark choices are made on target *train* scenes, whose labels the
+# rendered benchmark (and Cityscapes) provide; target val is kept for reporting. The last items by name: the
+# unlabelled training pool still contains them, as any held-in tuning subset of real target data would.
+TUNING_ITEMS = 200
+
+
+def tuning_split(target_train, n: int = TUNING_ITEMS):
+    """The labelled tuning split: the last ``n`` items of the target train :class:`DatasetIndex`."""
+    import dataclasses
+
+    if not target_train.has("label"):
+        raise DataError("the target train split has no labels: a tuning split needs them")
+    k = min(n, len(target_train))
+    return dataclasses.replace(target_train, names=target_train.names[-k:],
+                               paths={f: rels[-k:] for f, rels in target_train.paths.items()},
+                               incomplete={})

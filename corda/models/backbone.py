@@ -123,9 +123,19 @@ class DilatedResNet(nn.Module):
                     m.weight.requires_grad_(False)
                     m.bias.requires_grad_(False)
 
+    @property
+    def low_channels(self) -> int:
+        """Channels of layer1's output, the 1/4-resolution skip of the decoder head."""
+        last = self.layer1[-1]
+        return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.forward_levels(x)[1]
+
+    def forward_levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(layer1 features at 1/4 resolution, final features at 1/output_stride)."""
+        low = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        return low, self.layer4(self.layer3(self.layer2(low)))
 
 
 @dataclass

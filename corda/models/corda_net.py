@@ -8,6 +8,11 @@ Layout (all maps at 1/8 resolution):
               └─ (initial_seg_head="aspp") classifier on raw features → initial_S
     initial_D / initial_D_src: two separate 1×1 convs on F_D; initial_S = 1×1 conv on F_S when "conv1x1".
 
+``head="decoder4"`` (ours, for the embedded default) inserts a light decoder between the backbone and the task
+branches: the backbone output is reduced, upsampled to 1/4 resolution and fused with layer1's features (a low-level
+skip, as in DeepLab-v3+), so the task branches, the feature exchange and every classifier work at 1/4 resolution
+and the heads are 1×1 convs. ``head="deeplabv2"`` is the paper's network, unchanged.
+
 ``depth=False`` gives the DACS baseline: a plain DeepLab-v2 (backbone + one dilated classifier) whose ``S``
 is also returned as ``initial_S`` (same tensor) so that consumers need not branch; it has no
 deep-supervision head.
@@ -107,6 +112,38 @@ class SpatialGate(nn.Module):
         return self.feature(x) * torch.sigmoid(self.gate(x))
 
 
+def conv_bn_relu(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class SkipDecoder(nn.Module):
+    """Light 1/4-resolution decoder (ours, DeepLab-v3+-style): fine objects need a fine logit grid.
+
+    The paper's DeepLab-v2 predicts at 1/8 of a 512×1024 input (a 64×128 grid). The embedded default runs
+    ResNet-18 at output stride 16 on 128×256 images, an 8×16 grid, where 1–3 px poles and signs vanish. This
+    decoder brings the prediction grid back to 1/4 (32×64) for little compute.
+
+    Forward: high (B, C_high, h/4, w/4) at the backbone's output stride, low (B, C_low, H/4, W/4) from layer1
+    → (B, channels, H/4, W/4).
+    """
+
+    def __init__(self, high_channels: int, low_channels: int, channels: int, low_reduced: int = 48):
+        super().__init__()
+        self.reduce_high = conv_bn_relu(high_channels, channels, 1)
+        self.reduce_low = conv_bn_relu(low_channels, low_reduced, 1)
+        self.fuse = nn.Sequential(conv_bn_relu(channels + low_reduced, channels, 3),
+                                  conv_bn_relu(channels, channels, 3))
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(self.reduce_high(high), size=low.shape[-2:], mode="bilinear", align_corners=True)
+        return self.fuse(torch.cat([up, self.reduce_low(low)], dim=1))
+
+
+Head = Literal["deeplabv2", "decoder4"]
+Init = Literal["deeplab", "kaiming"]
+
+
 class CorDANet(nn.Module):
     """CorDA network (depth=True) or the DACS DeepLab-v2 baseline (depth=False).
 
@@ -127,6 +164,13 @@ class CorDANet(nn.Module):
         freeze_bn_affine: freeze backbone BN weight/bias (§1.1); task-branch BNs are always trainable.
         conv_init_std: std of the N(0, σ²) init of every conv weight (§1.6).
         output_stride: 8 as DeepLab-v2 (§1.1); 16 for CPU-sized runs (outputs at 1/16 resolution).
+        head: ``"deeplabv2"`` (the paper) or ``"decoder4"`` (ours: :class:`SkipDecoder` to 1/4 resolution,
+            then the task branches and 1×1 classifiers there; ``initial_seg_head="aspp"`` becomes a 1×1 conv
+            on the decoder output, the counterpart of "on the raw features").
+        decoder_channels: width of the decoder4 output.
+        init: ``"deeplab"`` = every conv N(0, conv_init_std²) (§1.6, meant for new heads on a pretrained
+            backbone); ``"kaiming"`` = He-normal (fan_out) convs and N(0, 0.01²) final classifiers, for
+            training from scratch.
 
     Forward: images (B, 3, H, W) float RGB in [0, 1] → dict of logits/depth at 1/8 resolution:
         ``S``, ``initial_S`` (B, num_classes, h, w); with depth also ``D``, ``D_src``, ``initial_D``,
@@ -148,6 +192,9 @@ class CorDANet(nn.Module):
         freeze_bn_affine: bool = True,
         conv_init_std: float = 0.01,
         output_stride: int = 8,
+        head: Head = "deeplabv2",
+        decoder_channels: int = 128,
+        init: Init = "deeplab",
     ):
         super().__init__()
         if initial_seg_head not in ("aspp", "conv1x1"):
@@ -159,11 +206,25 @@ class CorDANet(nn.Module):
         self.distillation = distillation
         self.initial_seg_head = initial_seg_head
         self.input_norm = input_norm
+        if head not in ("deeplabv2", "decoder4"):
+            raise ConfigError(f"head must be 'deeplabv2' or 'decoder4', got {head!r}")
+        if init not in ("deeplab", "kaiming"):
+            raise ConfigError(f"init must be 'deeplab' or 'kaiming', got {init!r}")
+        self.head = head
         # DACS (depth=False) has a single head: no separate initial (deep-supervision) prediction.
         self.has_initial_seg_head = depth
 
         self.backbone = DilatedResNet(backbone, freeze_bn_affine=freeze_bn_affine, output_stride=output_stride)
         c_in = self.backbone.out_channels
+        if head == "decoder4":
+            self.decoder = SkipDecoder(c_in, self.backbone.low_channels, decoder_channels)
+            c_in = decoder_channels
+
+        def classifier(channels: int, out: int) -> nn.Module:
+            if head == "decoder4":
+                return nn.Conv2d(channels, out, 1)
+            return DilatedClassifier(channels, out, aspp_branches)
+
         if depth:
             self.branch_s = task_branch(c_in, bottleneck, task_channels)
             self.branch_d = task_branch(c_in, bottleneck, task_channels)
@@ -171,16 +232,16 @@ class CorDANet(nn.Module):
                 self.gate_d_to_s = SpatialGate(task_channels)
                 self.gate_s_to_d = SpatialGate(task_channels)
             if initial_seg_head == "aspp":
-                self.initial_s = DilatedClassifier(c_in, num_classes, aspp_branches)
+                self.initial_s = classifier(c_in, num_classes)
             else:
                 self.initial_s = nn.Conv2d(task_channels, num_classes, 1)
             self.initial_d = nn.Conv2d(task_channels, 1, 1)
             self.initial_d_src = nn.Conv2d(task_channels, 1, 1)
-            self.head_s = DilatedClassifier(task_channels, num_classes, aspp_branches)
-            self.head_d = DilatedClassifier(task_channels, 1, aspp_branches)
-            self.head_d_src = DilatedClassifier(task_channels, 1, aspp_branches)
+            self.head_s = classifier(task_channels, num_classes)
+            self.head_d = classifier(task_channels, 1)
+            self.head_d_src = classifier(task_channels, 1)
         else:
-            self.head_s = DilatedClassifier(c_in, num_classes, aspp_branches)
+            self.head_s = classifier(c_in, num_classes)
 
         if input_norm == "imagenet":
             mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
@@ -190,7 +251,10 @@ class CorDANet(nn.Module):
         self.register_buffer("norm_mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("norm_std", std.view(1, 3, 1, 1), persistent=False)
 
-        self._init_weights(conv_init_std)
+        if init == "kaiming":
+            self._init_kaiming()
+        else:
+            self._init_weights(conv_init_std)
         if pretrained is not None:
             load_pretrained(self.backbone, pretrained)
 
@@ -203,6 +267,27 @@ class CorDANet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def _init_kaiming(self) -> None:
+        """From scratch: He-normal convs (as torchvision's ResNet), BN 1/0, prediction convs N(0, 0.01²).
+
+        The DeepLab rule (every conv N(0, 0.01²), §1.6) suits new heads on a pretrained backbone; applied to a
+        whole network trained from scratch it shrinks the activations layer by layer (a ResNet-18 conv with
+        fan-in 576 needs σ ≈ 0.06), which made the early steps unstable and needed a gradient clip.
+        """
+        predictors = {id(m) for name in ("head_s", "head_d", "head_d_src", "initial_s", "initial_d",
+                                         "initial_d_src") for m in getattr(self, name, nn.Identity()).modules()}
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                if id(m) in predictors:
+                    nn.init.normal_(m.weight, 0.0, 0.01)
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """RGB [0, 1] → network input. Caffe: x[BGR]·255 − IMG_MEAN = (x[BGR] − mean/255)/(1/255)."""
         if self.input_norm == "caffe_bgr":
@@ -210,7 +295,11 @@ class CorDANet(nn.Module):
         return (images - self.norm_mean) / self.norm_std
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.backbone(self.normalize(images))
+        if self.head == "decoder4":
+            low, high = self.backbone.forward_levels(self.normalize(images))
+            feats = self.decoder(high, low)
+        else:
+            feats = self.backbone(self.normalize(images))
         if not self.depth:
             s = self.head_s(feats)
             return {"S": s, "initial_S": s}

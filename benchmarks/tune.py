@@ -1,0 +1,129 @@
+"""Recipe and benchmark choices on the labelled tuning split (issue 17), never on target val.
+
+Trains one or more methods with params.yaml's settings plus ``--set`` overrides and scores the student (and the
+EMA teacher, when there is one) on the tuning split: the last 200 target *train* items, whose labels the
+rendered benchmark has (:func:`corda.data.manifest.tuning_split`). Each run appends one JSON line to ``--log``
+(mIoU and per-class IoU), so a study can be tabulated afterwards.
+
+    python benchmarks/tune.py --methods oracle source_only --set model.head=decoder4 train.optimizer=adamw
+    python benchmarks/tune.py --methods dacs --iterations 300 --tag short
+
+Needs `dvc repro depth_maps` first (the methods read depth/*.h5). Results depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def apply_sets(p: dict, sets: list[str]) -> dict:
+    """``section.key=value`` (value parsed as YAML) into a copy of the params mapping."""
+    import copy
+
+    p = copy.deepcopy(p)
+    for item in sets:
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        node = p
+        for part in path:
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"--set {item}: no params key {key}")
+        node[last] = yaml.safe_load(value)
+    return p
+
+
+def target_bn_statistics(model, target_ds, device, batches: int = 16, batch_size: int = 16):
+    """A copy of ``model`` whose BN running statistics are the average over target train batches (AdaBN)."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for i in range(batches):
+            items = [target_ds[(i * batch_size + j) % len(target_ds)]["image"] for j in range(batch_size)]
+            model(torch.stack(items).to(device))
+    return model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="+", default=["oracle", "source_only", "dacs", "corda"])
+    ap.add_argument("--set", nargs="*", default=[], dest="sets", metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--seed", type=int, default=None, help="override train.seed")
+    ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--split", choices=["tune", "val"], default="tune")
+    ap.add_argument("--tag", default="", help="a label for the log line")
+    ap.add_argument("--log", default="benchmarks/tune_log.jsonl")
+    ap.add_argument("--adabn", action="store_true",
+                    help="also score the student with BN statistics re-estimated on target train images "
+                         "(a diagnostic of the source/target statistics confound, not a method)")
+    args = ap.parse_args()
+
+    import torch
+
+    from corda.data.manifest import class_set_name, load_manifest, load_splits, tuning_split
+    from corda.data.datasets import SegDepthDataset
+    from corda.inference import confusion_over, iterate_batches
+    from corda.labels import CLASS_SETS
+    from corda.log import setup_logging
+    from corda.segmentation import ModelConfig, TrainConfig, resolve_device, run_training, seg_datasets, set_seeds
+    from stages.common import load_params, section
+
+    setup_logging("WARNING")
+    p = apply_sets(load_params("params.yaml"), args.sets)
+    mcfg, tcfg0 = section(p, "model", ModelConfig), section(p, "train", TrainConfig)
+    over = {"eval_every": 0, **({"seed": args.seed} if args.seed is not None else {}),
+            **({"iterations": args.iterations} if args.iterations else {})}
+    tcfg = dataclasses.replace(tcfg0, **over)
+    device = resolve_device(tcfg.device)
+    splits = load_splits("data/manifest.json")
+    class_set = CLASS_SETS[class_set_name(load_manifest("data/manifest.json"))]
+    index = tuning_split(splits["target_train"]) if args.split == "tune" else splits["target_val"]
+    scored = SegDepthDataset(index, ("image", "label"), tcfg.target_resize_hw, None, seed=0)
+
+    def score(model) -> tuple[float, list[float]]:
+        cm = confusion_over(model, iterate_batches(scored, 32), mcfg.num_classes, device)
+        iou = cm.iou()
+        return 100 * float(cm.miou(class_set)), [round(100 * float(iou[c]), 1) for c in class_set]
+
+    for method in args.methods:
+        set_seeds(tcfg.seed)
+        src, tgt, _ = seg_datasets(splits, tcfg, Path("depth"), with_target_labels=method == "oracle")
+        t0 = time.perf_counter()
+        scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{method}-{tcfg.seed}.pt")
+        scratch.unlink(missing_ok=True)
+        student, teacher, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src, target_ds=tgt,
+                                           device=device, scratch=scratch, inputs_fp={"tune": args.tag})
+        seconds = time.perf_counter() - t0
+        miou, per_class = score(student)
+        t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)
+        adabn = round(score(target_bn_statistics(student, tgt, device))[0], 1) if args.adabn else None
+        row = {"tag": args.tag, "method": method, "seed": tcfg.seed, "iterations": tcfg.iterations,
+               "split": args.split, "sets": args.sets, "miou": round(miou, 1), "per_class": per_class,
+               "teacher_miou": None if t_miou is None else round(t_miou, 1), "teacher_per_class": t_per_class,
+               "adabn_miou": adabn, "seconds": round(seconds), "threads": torch.get_num_threads()}
+        print(json.dumps(row), flush=True)
+        with open(args.log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
