@@ -107,10 +107,7 @@ class Prediction:
 def _load_rgb(path: Path) -> np.ndarray:
     from corda.io import read_image
 
-    try:
-        return read_image(path, "RGB")
-    except DataError as exc:
-        raise DataError(f"{exc}; remove or re-export the file and run again") from None
+    return read_image(path, "RGB", fix="remove or re-export the file and run again")
 
 
 def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:
