@@ -387,3 +387,12 @@ def test_teacher_pseudo_labels_head_choice():
         probs = logits.softmax(1)
         assert labels.shape == (2, 32, 64) and torch.equal(labels, probs.argmax(1))
         assert torch.allclose(conf, probs.max(1).values)
+
+
+def test_missing_pretrained_weights_name_the_key_and_the_file(tmp_path):
+    from corda.errors import CordaError
+
+    model = DilatedResNet("resnet18")
+    with pytest.raises(CordaError, match=r"missing\.pth: pretrained weights not found \(model\.pretrained\); .*"
+                                         r"DeepLab-v2 ResNet-101 COCO.*resnet101COCO-41f33a49\.pth.*null"):
+        load_pretrained(model, tmp_path / "missing.pth")
