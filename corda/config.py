@@ -7,11 +7,15 @@ error that names the full dotted key (``train.lambda_depth``), so that a typo in
 
 Range constraints live in field metadata: ``field(default=..., metadata={"min": 0})``; ``"gt"``,
 ``"max"`` and ``"choices"`` work the same way. ``typing.Literal`` fields accept only their values.
+``field(..., internal=True)`` marks a field the code sets (not a params key): it is neither accepted
+from params nor listed among the known keys. An unknown key names its nearest known key
+(``train.lamda_depth: unknown key; did you mean lambda_depth?``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -114,12 +118,10 @@ def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: st
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{prefix}.{unknown[0]}: unknown key (known keys: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; {nearest_name_hint(str(unknown[0]), fields, 'keys')}")
     kwargs = {}
     for name, f in fields.items():
         key = f"{prefix}.{name}"
@@ -129,6 +131,15 @@ def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: st
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{key}: missing required key")
     return cls(**kwargs)
+
+
+def nearest_name_hint(name: str, known: typing.Iterable[str], what: str) -> str:
+    """``did you mean lambda_depth?`` (the nearest of ``known``), else ``known <what>: a, b, c``."""
+    known = sorted(known)
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if near:
+        return f"did you mean {near[0]}?"
+    return f"known {what}: {', '.join(known)}"
 
 
 def to_dict(cfg: Any) -> dict:

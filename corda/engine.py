@@ -262,14 +262,17 @@ def write_dvclive(history: list[dict[str, float]], directory: str | Path) -> Non
     """Write the training curves with dvclive (``dvcyaml=False``: dvc.yaml declares the plots).
 
     The curves are replayed from the history kept in the checkpoint, so a resumed run writes
-    exactly the files an uninterrupted one would (and no timestamps: stable bytes for DVC).
+    exactly the files an uninterrupted one would (and no timestamps: stable bytes for DVC). Terms that
+    are 0 at every step are left out (``dvc plots`` would draw a flat chart for each).
     """
     from dvclive import Live
 
     live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None)
+    # A term that is 0 at every step is one the method does not have (dacs: the depth losses): no curve.
+    absent = {k for k in {k for row in history for k in row} if all(row.get(k, 0) == 0 for row in history)}
     for row in history:
         live.step = int(row["step"])
         for k, v in row.items():
-            if k != "step" and math.isfinite(v):
+            if k != "step" and k not in absent and math.isfinite(v):
                 live.log_metric(k if "/" in k else f"train/{k}", v)
     live.make_summary()

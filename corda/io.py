@@ -82,12 +82,13 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
         img.save(tmp, format="PNG", compress_level=1)
 
 
-def read_image(path: str | os.PathLike, mode: str | None = "RGB") -> np.ndarray:
+def read_image(path: str | os.PathLike, mode: str | None = "RGB", fix: str | None = None) -> np.ndarray:
     """Read an image file into a numpy array; a missing/corrupt/truncated file raises DataError.
 
     Args:
         mode: PIL mode to convert to ("RGB", "L"), or None to keep the stored mode (16-bit PNGs
             stay uint16).
+        fix: what the error tells the user to do with a corrupt file; default: :func:`corrupt_file_fix`.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,10 +100,17 @@ def read_image(path: str | os.PathLike, mode: str | None = "RGB") -> np.ndarray:
                 img = img.convert(mode)
             arr = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc}); re-extract or re-render this file") from exc
+        raise DataError(f"{path}: corrupt or truncated image ({exc}); {fix or corrupt_file_fix(path)}") from exc
     if arr.dtype == np.int32:  # PIL "I" mode from some 16-bit PNGs
         arr = arr.astype(np.uint16)
     return arr
+
+
+def corrupt_file_fix(path: str | os.PathLike) -> str:
+    """The one fix for a corrupt dataset file: the rendered benchmark is re-rendered, a real dataset re-extracted."""
+    if "benchmark" in Path(path).parts:  # data/benchmark/..., the data stage's procedural output
+        return "re-render the benchmark: `dvc repro -f data`"
+    return "re-extract this file from the dataset's archive"
 
 
 def read_json(path: str | os.PathLike) -> Any:

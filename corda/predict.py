@@ -10,7 +10,8 @@ Outputs per image (``<stem>`` keeps the input's sub-folders):
 - ``labels/<stem>.png``: uint8 trainIds (0..18), or Cityscapes label ids for the official evaluator.
 - ``overlay/<stem>.png``: the image blended with the Cityscapes palette.
 - ``depth/<stem>.png``: uint16 metric depth × 256 (the KITTI depth-PNG convention; 0 = invalid,
-  saturates at 255.99 m) from the target depth decoder; ``depth_color/<stem>.png`` colourises
+  saturates at 255.99 m) from the target depth decoder. Sky has no special value: it gets the decoder's
+  far depth (tens of metres on the benchmark); ``depth_color/<stem>.png`` colourises
   inverse depth.
 - ``difficulty/<stem>.png``: uint8, 255 × the relative disagreement of the source and target depth
   decoders, clip(|d_src − d_tgt| / d_tgt, 0, 1) in CorDA's inverse-depth encoding. It is 1 − ω of
@@ -107,10 +108,7 @@ class Prediction:
 def _load_rgb(path: Path) -> np.ndarray:
     from corda.io import read_image
 
-    try:
-        return read_image(path, "RGB")
-    except DataError as exc:
-        raise DataError(f"{exc}; remove or re-export the file and run again") from None
+    return read_image(path, "RGB", fix="remove or re-export the file and run again")
 
 
 def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:
@@ -176,9 +174,9 @@ def depth_from_png(values: np.ndarray) -> np.ndarray:
 
 def colour_depth(depth_m: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 view of inverse depth (near = bright), range from the image's own percentiles."""
-    from corda.report import scalar_panel
+    from corda.report import depth_panel
 
-    return scalar_panel(1.0 / np.maximum(depth_m, 1e-3), "magma", None, None)
+    return depth_panel(depth_m)
 
 
 @dataclass

@@ -33,7 +33,7 @@ DEFAULT_CONFUSION_RECORDS = 10_000
 #: Layout of :func:`prediction_strip`: gap between panels and height of the column-title band, in px.
 STRIP_GAP_PX = 4
 STRIP_HEADER_PX = 14
-STRIP_COLUMNS = ("image", "ground truth", "prediction", "depth", "omega")
+STRIP_COLUMNS = ("image", "ground truth", "prediction", "depth (bright = near)", "omega")
 
 _DPI = 100
 _PNG_METADATA = {"Software": None}  # drop the matplotlib version so bytes do not depend on it
@@ -70,6 +70,42 @@ def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
         cells.append(fmt(metrics.get("miou")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# -- headline metrics ----------------------------------------------------------------------------
+
+
+def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
+                     pseudo: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """The few numbers ``dvc metrics show`` / ``dvc exp show`` lead with (``metrics/summary.json``).
+
+    ``miou.<model>``: each model's target-val mIoU (fraction); ``miou13.<model>`` too for a SYNTHIA
+    source (the paper's mIoU*). ``depth.abs_rel``/``depth.delta1``: the depth network on target val
+    (``metrics/depth.json``'s ``target``). ``pseudo_labels.label_miou``: the exported pseudo-labels
+    scored against the target train labels (not a model's score), and ``pseudo_labels.auroc_<signal>``:
+    how well each signal ranks the wrong pseudo-labels (``metrics/pseudo_labels.json``).
+    Only numbers: undefined values (None) and every string are left out; the details stay in the
+    per-stage files.
+    """
+
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    out: dict[str, dict[str, float]] = {}
+    for key in ("miou", "miou13"):
+        vals = {m: float(r[key]) for m, r in results.items() if num(r.get(key))}
+        if vals:
+            out[key] = vals
+    target = (depth or {}).get("target") or {}
+    if any(num(target.get(k)) for k in ("abs_rel", "delta1")):
+        out["depth"] = {k: float(target[k]) for k in ("abs_rel", "delta1") if num(target.get(k))}
+    if pseudo:
+        pl = {"label_miou": pseudo.get("miou")}
+        pl.update({f"auroc_{k}": v for k, v in (pseudo.get("auroc") or {}).items()})
+        pl = {k: float(v) for k, v in pl.items() if num(v)}
+        if pl:
+            out["pseudo_labels"] = pl
+    return out
 
 
 # -- DVC plot records ---------------------------------------------------------------------------
@@ -112,6 +148,23 @@ def confusion_records(
         rec = {"actual": class_names[cell // k], "predicted": class_names[cell % k]}
         records.extend(dict(rec) for _ in range(int(quota[cell])))
     return records
+
+
+def confusion_rate_records(matrix: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Every cell of a row-normalised confusion matrix, for the ``confusion_rate`` template (.dvc/plots).
+
+    ``[{"actual": gt class, "predicted": class, "rate": share of the ground-truth row, "pixels": count}]``
+    in row-major class order (the template keeps the data order on both axes, so classes appear in
+    ``class_names`` order, rows = ground truth, as eval/confusion.png). A class absent from the ground
+    truth keeps its row, at rate 0.
+    """
+    m = np.asarray(matrix, dtype=np.int64)
+    if m.shape != (len(class_names), len(class_names)):
+        raise ValueError(f"matrix of shape {m.shape} does not match {len(class_names)} class names")
+    rows = m.sum(axis=1)
+    return [{"actual": a, "predicted": p, "rate": float(m[i, j] / rows[i]) if rows[i] else 0.0,
+             "pixels": int(m[i, j])}
+            for i, a in enumerate(class_names) for j, p in enumerate(class_names)]
 
 
 def per_class_records(results: Results, class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -250,6 +303,13 @@ def _image_panel(img: np.ndarray) -> np.ndarray:
     return a
 
 
+def depth_panel(depth_m: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 view of a metric depth map, bright = near (magma on inverse depth, as disparity maps
+    are usually shown); the range comes from the image's own percentiles. Every depth figure uses it
+    (eval/predictions.png, predict's ``depth_color/``, docs/predict_example.png)."""
+    return scalar_panel(1.0 / np.maximum(np.asarray(depth_m, dtype=np.float64), 1e-3), "magma", None, None)
+
+
 def scalar_panel(x: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> np.ndarray:
     """Colour-map a scalar map for a figure panel.
 
@@ -315,7 +375,7 @@ def prediction_strip(rows: Sequence[Mapping[str, np.ndarray | None]], path: str 
             None if row.get("image") is None else _image_panel(row["image"]),
             None if row.get("gt") is None else colorize(np.asarray(row["gt"]).astype(np.uint8)),
             None if row.get("pred") is None else colorize(np.asarray(row["pred"]).astype(np.uint8)),
-            None if row.get("depth") is None else scalar_panel(row["depth"], "magma", None, None),
+            None if row.get("depth") is None else depth_panel(row["depth"]),
             None if row.get("omega") is None else scalar_panel(row["omega"], "viridis", 0.0, 1.0),
         ]
         y = STRIP_HEADER_PX + i * (h + gap)

@@ -55,7 +55,7 @@ DIAG_KEYS = ("pl_weight", "omega_mean")
 class SegTrainConfig:
     """Loss weights and UDA switches of one training iteration (method.md §2.4, §3, §4, §8)."""
 
-    method: Method = "corda"
+    method: Method = field("corda", internal=True)  # set by the stage (--method), not a params key
     lambda_depth: float = field(0.01, min=0.0)  # clean-source depth weight (§2.4)
     lambda_depth_mixed: float = field(0.001, min=0.0)  # mixed-image depth weight (§2.4)
     w_seg_initial: float = field(1.0, min=0.0)  # weight of the initial_S CE terms (1 in the original, §9.13)
@@ -79,7 +79,7 @@ class SegTrainConfig:
     # as in CBST-style self-training). Besides the direct target signal, it puts target images through the
     # student's BatchNorm in train mode; with mixing alone the running statistics see source and mixed
     # images only (the source/target statistics confound of §9.6). 0 = off (ClassMix only, as round 1).
-    target_ce_weight: float = field(0.0, min=0.0)
+    target_ce_weight: float = field(0.0, min=0.0, internal=True)  # from self_train.target_weight
 
 
 def build_seg_model(method: Method = "corda", **model_kwargs: Any) -> CorDANet:

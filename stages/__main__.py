@@ -1,4 +1,4 @@
-"""`python -m stages --help` lists every DVC stage; `python -m stages <stage> --help` shows its options."""
+"""`python -m stages --help` lists every DVC stage and predict; `python -m stages <name> --help` shows its options."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ STAGES = {
     "pseudo_labels": "Target pseudo-labels with the depth-discrepancy weight (HDF5) and diagnostics.",
     "self_train": "A second self-training round on the refined pseudo-labels.",
     "evaluate": "Score every model on target val: metrics JSON, plots, results table.",
+    "predict": "Segmentation and depth maps of your own images (a tool, not a DVC stage).",
 }
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,

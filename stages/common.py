@@ -13,12 +13,35 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import yaml
 
-from corda.config import from_mapping
-from corda.errors import ConfigError, CordaError
+from corda.config import from_mapping, nearest_name_hint
+from corda.errors import ConfigError, CordaError, DataError
 
 T = TypeVar("T")
 PARAMS = "params.yaml"
+# The params.yaml sections, one per stage that reads one (dvc.yaml); any other top-level key is a typo.
+SECTIONS = ("data", "depth", "model", "train", "pseudo_labels", "self_train", "evaluate")
 log = logging.getLogger("stages")
+
+
+def _flags_take_no_value() -> None:
+    """typer's help shows a type for every option, ``--overwrite <bool>`` too, as if a flag took a value.
+
+    Show none for flags (boolean options and --help), and keep typer's display for everything else.
+    """
+    from typer.core import TyperOption
+
+    show = TyperOption.display_type_rich
+    if getattr(show, "_corda_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else show(self, ctx)
+
+    display_type_rich._corda_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 def load_params(path: str | os.PathLike = PARAMS) -> dict:
@@ -36,10 +59,39 @@ def load_params(path: str | os.PathLike = PARAMS) -> dict:
 
 
 def section(params: dict, name: str, cls: type[T]) -> T:
-    """Validate one params section into its typed config dataclass."""
+    """Validate one params section into its typed config dataclass.
+
+    A top-level key that is no section (``trian:``) is reported as such, with the nearest section name,
+    before a section is reported missing.
+    """
+    unknown = sorted(str(k) for k in params if k not in SECTIONS)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section in params.yaml; "
+                          f"{nearest_name_hint(unknown[0], SECTIONS, 'sections')}")
     if name not in params:
         raise ConfigError(f"{name}: section missing from params.yaml")
     return from_mapping(cls, params[name], name)
+
+
+def check_data_kinds(params: dict, manifest: str | os.PathLike) -> None:
+    """The manifest was made from the datasets params.yaml names (``data.source.kind``, ``data.target.kind``).
+
+    After a preset is copied over params.yaml (params/*.yaml), the procedural manifest stays until the data
+    stage runs again; every later stage would then quietly train on the benchmark with the preset's settings.
+    A missing manifest says how to make it (corda.data.manifest.load_manifest).
+    """
+    from corda.data.manifest import load_manifest
+
+    path = Path(manifest)
+
+    m = load_manifest(path)
+    data = params.get("data") or {}
+    for side in ("source", "target"):
+        want = (data.get(side) or {}).get("kind")
+        have = m.get(f"{side}_kind", "procedural")
+        if want is not None and want != have:
+            raise DataError(f"{path}: made from {side} kind {have!r} but params.yaml has data.{side}.kind "
+                            f"{want!r}; run the data stage for these params: `dvc repro data`")
 
 
 def remove_outputs(*paths: str | os.PathLike) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, outputs, section, stage_main
 
 log = logging.getLogger("stages.depth_maps")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -44,7 +44,9 @@ def main(
     from corda.models.depth_net import DepthNet
     from corda.segmentation import resolve_device
 
-    cfg = section(load_params(params), "depth", DepthStageConfig)
+    p = load_params(params)
+    cfg = section(p, "depth", DepthStageConfig)
+    check_data_kinds(p, manifest)
     device = resolve_device(cfg.device)
     splits = load_splits(manifest)
 

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, outputs, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.depth_pretrain")
@@ -39,7 +39,9 @@ def main(
     from corda.log import progress
     from corda.segmentation import resolve_device
 
-    cfg = section(load_params(params), "depth", DepthStageConfig)
+    p = load_params(params)
+    cfg = section(p, "depth", DepthStageConfig)
+    check_data_kinds(p, manifest)
     out_dir, out_live = Path("models/depth"), Path("dvclive/depth_pretrain")
     # depth.devices > 1: re-runs this command under torchrun; every rank trains its slice, rank 0 writes.
     with data_parallel(cfg.devices, "stages.depth_pretrain", resolve_device(cfg.device), "depth.devices") as (

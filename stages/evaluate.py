@@ -1,7 +1,9 @@
 """Stage `evaluate`: score every trained model on the target val split (method.md §6).
 
-Writes ``metrics/eval.json`` (git-tracked: ``<model>.miou``, ``<model>.per_class.<class>``,
-``<model>.pixel_acc``), ``metrics/results.md`` (the paper-style table the README embeds) and
+Writes ``metrics/summary.json`` (the headline numbers, the pipeline's one DVC metrics file: each model's
+mIoU plus the depth and pseudo-label numbers of ``metrics/depth.json`` and ``metrics/pseudo_labels.json``,
+see :func:`corda.report.headline_metrics`), ``metrics/eval.json`` (details, git-tracked:
+``<model>.miou``, ``<model>.per_class.<class>``, ``<model>.pixel_acc``), ``metrics/results.md`` (the paper-style table the README embeds) and
 ``eval/`` (plot data for ``dvc plots`` and PNG renderings that work offline).
 """
 
@@ -15,7 +17,7 @@ from typing import Annotated
 import typer
 
 from corda.config import field
-from stages.common import load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, outputs, section, stage_main
 
 log = logging.getLogger("stages.evaluate")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -39,6 +41,10 @@ def main(
     params: Annotated[Path, typer.Option(help="params file (section evaluate)")] = Path("params.yaml"),
     manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
     models_dir: Annotated[Path, typer.Option(help="folder of trained models (<name>.pt)")] = Path("models"),
+    depth_metrics: Annotated[Path, typer.Option(help="depth_maps' metrics, for the summary")] = Path(
+        "metrics/depth.json"),
+    pseudo_metrics: Annotated[Path, typer.Option(help="pseudo_labels' metrics, for the summary")] = Path(
+        "metrics/pseudo_labels.json"),
 ) -> None:
     """Score source_only, dacs, corda, corda_round2 and oracle on target val; write metrics, table and plots."""
     import numpy as np
@@ -47,7 +53,7 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
     from corda.inference import confusion_over, iterate_batches, segment
-    from corda.io import write_json, write_text
+    from corda.io import read_json, write_json, write_text
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.metrics import export_label_ids
@@ -55,7 +61,9 @@ def main(
     from corda.uda import depth_discrepancy_weight
     from corda.data.codecs import inv_to_depth
 
-    cfg = section(load_params(params), "evaluate", EvalConfig)
+    p = load_params(params)
+    cfg = section(p, "evaluate", EvalConfig)
+    check_data_kinds(p, manifest)
     device = resolve_device(cfg.device)
     man = load_manifest(manifest)
     set_name = class_set_name(man)
@@ -67,7 +75,8 @@ def main(
 
         raise CordaError(f"{models_dir}: no trained models found; run the train stages first")
     out_metrics, out_table, out_eval = Path("metrics/eval.json"), Path("metrics/results.md"), Path("eval")
-    with outputs(out_metrics, out_table, out_eval):
+    out_summary = Path("metrics/summary.json")
+    with outputs(out_summary, out_metrics, out_table, out_eval):
         results, matrices, histories, loaded = {}, {}, {}, {}
         for name in names:
             model, ck = load_model(models_dir / f"{name}.pt", device)
@@ -82,6 +91,9 @@ def main(
             log.info("%-13s mIoU %.2f  pixel acc %.2f", name, 100 * (results[name]["miou"] or 0),
                      100 * (results[name]["pixel_acc"] or 0))
         write_json(out_metrics, results)
+        write_json(out_summary, report.headline_metrics(
+            results, read_json(depth_metrics) if depth_metrics.is_file() else None,
+            read_json(pseudo_metrics) if pseudo_metrics.is_file() else None))
         set_names = [CLASS_NAMES[i] for i in class_set]
         table = report.results_table_markdown({k: v for k, v in results.items()}, set_names)
         write_text(out_table, f"Target-val IoU (%) over the `{set_name}` class set.\n\n{table}\n")
@@ -91,7 +103,7 @@ def main(
         write_json(out_eval / "per_class_iou.json", report.per_class_records(results, set_names))
         focus = "corda" if "corda" in matrices else names[0]
         sub = np.ix_(list(class_set), list(class_set))
-        write_json(out_eval / "confusion.json", report.confusion_records(matrices[focus][sub], set_names))
+        write_json(out_eval / "confusion.json", report.confusion_rate_records(matrices[focus][sub], set_names))
         report.plot_per_class_iou(results, set_names, out_eval / "per_class_iou.png")
         report.plot_confusion(matrices[focus][sub], set_names, out_eval / "confusion.png",
                               title=f"{focus}: confusion matrix (rows normalised)")
@@ -99,7 +111,8 @@ def main(
                   for n, h in histories.items()}
         report.plot_curves(curves, out_eval / "val_miou.png", "target-val mIoU during training", ylabel="mIoU")
         if "corda" in histories:
-            keys = [k for k in ("seg_src", "seg_mix", "depth_src", "depth_mix") if any(k in r for r in histories["corda"])]
+            keys = [k for k in ("seg_src", "seg_mix", "depth_src", "depth_mix")
+                    if any(r.get(k, 0) != 0 for r in histories["corda"])]  # terms the method has
             report.plot_curves({k: ([r["step"] for r in histories["corda"]], [r[k] for r in histories["corda"]])
                                 for k in keys}, out_eval / "corda_losses.png", "corda: loss terms")
 

@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import load_params, outputs, remove_outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, outputs, remove_outputs, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.pseudo_labels")
@@ -68,7 +68,9 @@ def main(
     from corda.pseudo import PseudoLabelDiagnostics, pseudo_label_batch
     from corda.segmentation import load_model, resolve_device
 
-    cfg = section(load_params(params), "pseudo_labels", PseudoConfig)
+    p = load_params(params)
+    cfg = section(p, "pseudo_labels", PseudoConfig)
+    check_data_kinds(p, manifest)
     out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")
     out_curve_json, out_curve_png = Path("plots/pseudo_label_accuracy.json"), Path("plots/pseudo_label_accuracy.png")
     # pseudo_labels.devices > 1: re-runs this command under torchrun; each rank labels a contiguous share of

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, outputs, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.self_train")
@@ -55,6 +55,7 @@ def main(
     mcfg = section(p, "model", ModelConfig)
     tcfg = section(p, "train", TrainConfig)
     scfg = section(p, "self_train", SelfTrainConfig)
+    check_data_kinds(p, manifest)
     tcfg = dataclasses.replace(tcfg, seed=scfg.seed, iterations=scfg.iterations, lr=scfg.lr,
                                target_ce_weight=scfg.target_weight,
                                eval_every=min(tcfg.eval_every, scfg.iterations))

@@ -8,38 +8,44 @@ Writes ``models/<method>.pt`` (student, EMA teacher, configs) and ``dvclive/trai
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from stages.common import load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, outputs, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.train")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
-Method = Literal["corda", "dacs", "source_only", "oracle"]
+class Method(str, enum.Enum):
+    """The choices --help lists (corda|dacs|source_only|oracle)."""
+
+    corda = "corda"
+    dacs = "dacs"
+    source_only = "source_only"
+    oracle = "oracle"
 
 
 @app.command()
 @stage_main
 def main(
-    method: Annotated[str, typer.Option(help="corda | dacs | source_only | oracle")] = "corda",
+    method: Annotated[Method, typer.Option(help="which model to train")] = Method.corda,
     params: Annotated[Path, typer.Option(help="params file (sections data, model, train)")] = Path("params.yaml"),
     manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
 ) -> None:
     """Train one segmentation method on the embedded benchmark or real data; writes models/<method>.pt."""
-    from corda.errors import ConfigError
     from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
 
-    if method not in ("corda", "dacs", "source_only", "oracle"):
-        raise ConfigError(f"--method: {method!r} is not one of corda, dacs, source_only, oracle")
+    method = Method(method).value  # typer gives the enum; a direct call may pass the string
     p = load_params(params)
     mcfg = section(p, "model", ModelConfig)
     tcfg = section(p, "train", TrainConfig)
+    check_data_kinds(p, manifest)
     out_model = Path("models") / f"{method}.pt"
     out_live = Path("dvclive") / f"train_{method}"
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.

@@ -62,7 +62,7 @@ STAGES = {
     "self_train": Stage("stages.self_train", (), ("data", "depth", "models/corda.pt", "pseudo"),
                         ("models/corda_round2.pt", "dvclive/self_train")),
     "evaluate": Stage("stages.evaluate", (), ("data", "models/corda.pt"),
-                      ("metrics/eval.json", "metrics/results.md", "eval")),
+                      ("metrics/summary.json", "metrics/eval.json", "metrics/results.md", "eval")),
 }
 
 
@@ -165,6 +165,12 @@ def rename_param(case: Path, key: str, new: str) -> None:
     (case / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
+def rename_section(case: Path, name: str, new: str) -> None:
+    p = yaml.safe_load((case / "params.yaml").read_text())
+    (case / "params.yaml").write_text(yaml.safe_dump({(new if k == name else k): v for k, v in p.items()},
+                                                     sort_keys=False))
+
+
 def use_real(case: Path, real: Path) -> None:
     """Point the data stage at private copies of the real-format SYNTHIA and Cityscapes fixtures."""
     shutil.copytree(real, case / "real")
@@ -244,7 +250,8 @@ CASES = [
          lambda c: [f.unlink() for f in (c / RC / "leftImg8bit/val").rglob("*.png")],
          r"real/cityscapes/leftImg8bit/val: no cityscapes images", r"set data\.target\.root", real=True),
     Case("truncated-png", "data", lambda c: truncate(c / RS / "RGB/0000001.png"),
-         r"real/synthia/RGB/0000001\.png: corrupt or truncated", r"re-extract", real=True),
+         r"real/synthia/RGB/0000001\.png: corrupt or truncated",
+         r"image \([^;]*\); re-extract this file from the dataset's archive$", real=True),
     Case("label-size", "data",
          lambda c: write_png(c / RS / "synthia_mapped_to_cityscapes/0000000.png",
                              np.zeros((8, 32), np.uint8)),
@@ -266,20 +273,22 @@ CASES = [
     Case("param-range", "data", lambda c: set_param(c, "data.procedural.num_source", -4),
          r"data\.procedural\.num_source", r"below the minimum 1"),
     Case("param-unknown", "data", lambda c: rename_param(c, "data.seed", "sead"),
-         r"data\.sead: unknown key", r"known keys: .*seed"),
+         r"data\.sead: unknown key", r"did you mean seed\?"),
     # --- depth_pretrain -------------------------------------------------------------------------------------
     Case("missing-dataset-root", "depth_pretrain", lambda c: shutil.rmtree(own(c, TGT)),
          r"data/benchmark/target/\S+: file not found", r"check the dataset root"),
     Case("truncated-right-png", "depth_pretrain",
          lambda c: [truncate(f) for f in files(c, TGT + "/rightImg8bit/train/*/*.png")],
          r"data/benchmark/target/rightImg8bit/train/\w+/\w+_rightImg8bit\.png: corrupt or truncated",
-         r"re-extract or re-render"),
+         r"image \([^;]*\); re-render the benchmark: `dvc repro -f data`$"),
+    Case("preset-without-data", "depth_pretrain", lambda c: set_param(c, "data.source.kind", "synthia"),
+         r"data/manifest\.json: made from source kind 'procedural'", r"`dvc repro data`$"),
     Case("param-type", "depth_pretrain", lambda c: set_param(c, "depth.lr", "abc"),
          r"depth\.lr", r"expected a number"),
     Case("param-range", "depth_pretrain", lambda c: set_param(c, "depth.iterations", -1),
          r"depth\.iterations", r"below the minimum 1"),
     Case("param-unknown", "depth_pretrain", lambda c: rename_param(c, "depth.iterations", "iters"),
-         r"depth\.iters: unknown key", r"known keys: .*iterations"),
+         r"depth\.iters: unknown key", r"did you mean iterations\?"),
     # --- depth_maps -----------------------------------------------------------------------------------------
     Case("ckpt-other-backbone", "depth_maps", lambda c: set_param(c, "depth.backbone", "resnet50"),
          r"models/depth/target\.pt: incompatible with depth\.backbone=resnet50", r"re-run depth_pretrain"),
@@ -317,7 +326,14 @@ CASES = [
     Case("param-range", "train", lambda c: set_param(c, "train.iterations", -5),
          r"train\.iterations", r"below the minimum 1"),
     Case("param-unknown", "train", lambda c: rename_param(c, "train.lambda_depth", "lamda_depth"),
-         r"train\.lamda_depth: unknown key", r"known keys: .*lambda_depth"),
+         r"train\.lamda_depth: unknown key", r"did you mean lambda_depth\?"),
+    Case("section-typo", "train", lambda c: rename_section(c, "train", "trian"),
+         r"error: trian: unknown section in params\.yaml", r"did you mean train\?$"),
+    Case("manifest-missing", "train", lambda c: own(c, "data/manifest.json").unlink(),
+         r"data/manifest\.json: file not found", r"run the data stage first: `dvc repro data`"),
+    Case("preset-without-data", "train", lambda c: set_param(c, "data.source.kind", "gta5"),
+         r"data/manifest\.json: made from source kind 'procedural' but params\.yaml has data\.source\.kind "
+         r"'gta5'", r"`dvc repro data`$"),
     Case("model-choice", "train", lambda c: set_param(c, "model.backbone", "resnet34"),
          r"model\.backbone", r"not one of \['resnet18', 'resnet50', 'resnet101'\]"),
     # --- pseudo_labels --------------------------------------------------------------------------------------
@@ -335,7 +351,7 @@ CASES = [
     Case("param-choice", "pseudo_labels", lambda c: set_param(c, "pseudo_labels.weight_rule", "omega2"),
          r"pseudo_labels\.weight_rule", r"not one of"),
     Case("param-unknown", "pseudo_labels", lambda c: rename_param(c, "pseudo_labels.batch_size", "batchsize"),
-         r"pseudo_labels\.batchsize: unknown key", r"known keys: .*batch_size"),
+         r"pseudo_labels\.batchsize: unknown key", r"did you mean batch_size\?"),
     # --- self_train -----------------------------------------------------------------------------------------
     Case("truncated-pseudo-h5", "self_train", lambda c: truncate(own(c, "pseudo/target.h5")),
          r"pseudo/target\.h5: not a readable HDF5 file", r"dvc repro pseudo_labels"),
@@ -349,12 +365,14 @@ CASES = [
          r"self_train\.iterations", r"below the minimum 1"),
     Case("param-unknown", "self_train",
          lambda c: rename_param(c, "self_train.normalize_weight", "normalise_weight"),
-         r"self_train\.normalise_weight: unknown key", r"known keys: .*normalize_weight"),
+         r"self_train\.normalise_weight: unknown key", r"did you mean normalize_weight\?"),
+    Case("preset-without-data", "self_train", lambda c: set_param(c, "data.target.kind", "cityscapes"),
+         r"data/manifest\.json: made from target kind 'procedural'", r"`dvc repro data`$"),
     # --- evaluate -------------------------------------------------------------------------------------------
     Case("truncated-val-png", "evaluate",
          lambda c: [truncate(f) for f in files(c, TGT + "/leftImg8bit/val/*/*.png")],
          r"data/benchmark/target/leftImg8bit/val/\w+/\w+_leftImg8bit\.png: corrupt or truncated",
-         r"re-extract or re-render"),
+         r"image \([^;]*\); re-render the benchmark: `dvc repro -f data`$"),
     Case("val-label-ids", "evaluate",
          relabel(TGT + "/gtFine/val/*/*_labelIds.png", lambda a: a * 0 + 250),
          r"data/benchmark/target/gtFine/val/\w+/\w+_labelIds\.png: "
@@ -368,7 +386,7 @@ CASES = [
     Case("param-range", "evaluate", lambda c: set_param(c, "evaluate.eval_hw", [-32, 64]),
          r"evaluate\.eval_hw", r"below the minimum 1"),
     Case("param-unknown", "evaluate", lambda c: rename_param(c, "evaluate.strip_items", "strip"),
-         r"evaluate\.strip: unknown key", r"known keys: .*strip_items"),
+         r"evaluate\.strip: unknown key", r"did you mean strip_items\?"),
 ]
 
 

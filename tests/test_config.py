@@ -42,3 +42,26 @@ def test_good_values_and_coercion():
     cfg = from_mapping(Cfg, {"lambda_depth": 1, "crop": [4, 6], "inner": {"a": 3}}, "train")
     assert cfg.lambda_depth == 1.0 and isinstance(cfg.lambda_depth, float)
     assert cfg.crop == (4, 6) and cfg.inner.a == 3
+
+
+def test_unknown_key_suggests_the_nearest():
+    with pytest.raises(ConfigError, match=r"^train\.lamda_depth: unknown key; did you mean lambda_depth\?$"):
+        from_mapping(Cfg, {"lamda_depth": 0.1}, "train")
+    # Nothing near: the known keys are listed instead.
+    with pytest.raises(ConfigError, match=r"^train\.zzz: unknown key; known keys: crop, inner, iterations, "):
+        from_mapping(Cfg, {"zzz": 1}, "train")
+
+
+def test_internal_fields_are_not_params_keys():
+    """``method`` and ``target_ce_weight`` are set by the stages: params.yaml cannot set them, and the known
+    keys an error lists are only real params keys."""
+    from corda.segmentation import TrainConfig
+
+    for key in ("method", "target_ce_weight"):
+        with pytest.raises(ConfigError, match=rf"^train\.{key}: unknown key"):
+            from_mapping(TrainConfig, {key: "dacs" if key == "method" else 1.0}, "train")
+    with pytest.raises(ConfigError) as err:
+        from_mapping(TrainConfig, {"zzz": 1}, "train")
+    listed = str(err.value).split("known keys: ")[1].split(", ")
+    assert "lambda_depth" in listed and "grad_clip" in listed
+    assert "method" not in listed and "target_ce_weight" not in listed

@@ -123,3 +123,14 @@ def test_logged_terms_are_the_mean_of_each_steps_values(tmp_path):
     assert [r["step"] for r in tr.history] == [3, 6]
     assert [r["mse"] for r in tr.history] == [float(np.mean(seen[:3])), float(np.mean(seen[3:]))]
     assert all(type(r["mse"]) is float for r in tr.history)
+
+
+def test_write_dvclive_leaves_out_terms_the_method_lacks(tmp_path):
+    """A term that is 0 at every step (dacs' depth losses) gets no curve; a term that is sometimes 0 keeps it."""
+    from corda.engine import write_dvclive
+
+    history = [{"step": s, "seg_src": 1.0 / s, "depth_src": 0.0, "seg_mix": 0.0 if s == 25 else 0.5}
+               for s in (25, 50, 75)]
+    write_dvclive(history, tmp_path / "live")
+    curves = {p.stem for p in (tmp_path / "live" / "plots" / "metrics" / "train").glob("*.tsv")}
+    assert curves == {"seg_src", "seg_mix"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,75 @@ def test_prediction_strip_layout_and_colours(tmp_path):
     assert (arr[third: third + h, x_depth: x_depth + w] == 0).all()  # NaN depth drawn black
     with pytest.raises(ValueError, match="share one"):
         prediction_strip([dict(image=np.zeros((4, 4, 3)), gt=np.zeros((5, 4)))], tmp_path / "bad.png")
+
+
+def test_headline_metrics_are_few_named_numbers():
+    """metrics/summary.json: each model's mIoU, the depth numbers and the pseudo-label numbers under names that
+    say what they are, and nothing else (no strings, no per-class details, no undefined values)."""
+    from corda.report import headline_metrics
+
+    results = {"dacs": {"miou": 0.3, "pixel_acc": 0.7, "per_class": {"road": 0.9}},
+               "corda": {"miou": 0.35, "miou13": 0.4, "pixel_acc": 0.8, "per_class": {"road": 0.9}},
+               "oracle": {"miou": None, "per_class": {}}}
+    depth = {"mode": "stereo", "source": "ground_truth", "target": {"abs_rel": 0.12, "delta1": 0.81, "rmse": 6.4}}
+    pseudo = {"miou": 0.36, "per_class": {"road": 0.9}, "pixels": 100,
+              "auroc": {"confidence": 0.84, "depth_weight": 0.46, "combined": None}}
+    got = headline_metrics(results, depth, pseudo)
+    assert got == {"miou": {"dacs": 0.3, "corda": 0.35}, "miou13": {"corda": 0.4},
+                   "depth": {"abs_rel": 0.12, "delta1": 0.81},
+                   "pseudo_labels": {"label_miou": 0.36, "auroc_confidence": 0.84, "auroc_depth_weight": 0.46}}
+    assert headline_metrics({"dacs": {"miou": 0.3}}) == {"miou": {"dacs": 0.3}}
+
+
+def test_dvc_yaml_declares_only_the_headline_file_as_metrics():
+    """`dvc metrics show` / `dvc exp show` read the declared metrics: only metrics/summary.json; the per-stage
+    detail files stay git-tracked outs (cache: false) so `dvc metrics diff --targets` can still read them."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    declared = [next(iter(m)) if isinstance(m, dict) else m
+                for st in dvc["stages"].values() for m in st.get("metrics", [])] + list(dvc.get("metrics", []))
+    assert declared == ["metrics/summary.json"]
+    outs = {next(iter(o)): o[next(iter(o))] for st in dvc["stages"].values() for o in st.get("outs", [])
+            if isinstance(o, dict)}
+    for detail in ("metrics/eval.json", "metrics/depth.json", "metrics/pseudo_labels.json"):
+        assert outs[detail] == {"cache": False}, detail
+    assert {"metrics/depth.json", "metrics/pseudo_labels.json"} <= set(dvc["stages"]["evaluate"]["deps"])
+
+
+def test_confusion_rate_records_every_cell_in_class_order_rows_normalised():
+    from corda.report import confusion_rate_records
+
+    names = ["road", "car", "sky"]  # not alphabetical
+    recs = confusion_rate_records(np.array([[6, 2, 0], [0, 0, 0], [1, 1, 8]]), names)
+    assert [(r["actual"], r["predicted"]) for r in recs] == [(a, p) for a in names for p in names]
+    rate = {(r["actual"], r["predicted"]): r["rate"] for r in recs}
+    assert rate["road", "road"] == 0.75 and rate["road", "car"] == 0.25 and rate["sky", "sky"] == 0.8
+    assert all(rate["car", p] == 0.0 for p in names)  # a class absent from the ground truth keeps its row
+    for a in ("road", "sky"):
+        assert abs(sum(rate[a, p] for p in names) - 1.0) < 1e-12
+
+
+def test_depth_views_are_bright_near():
+    from corda.predict import colour_depth
+    from corda.report import depth_panel
+
+    depth = np.tile(np.linspace(2.0, 60.0, 32, dtype=np.float32), (8, 1))  # near on the left
+    for view in (depth_panel(depth), colour_depth(depth)):
+        assert view[:, 0].astype(int).sum() > view[:, -1].astype(int).sum()
+
+
+def test_dvc_plots_use_existing_templates():
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    plots = yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
+    builtin = {"simple", "linear", "confusion", "confusion_normalized", "scatter", "scatter_jitter", "smooth",
+               "bar_horizontal_sorted", "bar_horizontal"}
+    used = {props["template"] for p in plots if isinstance(p, dict) for props in p.values() if "template" in props}
+    assert {"confusion_rate", "curves_by_model"} <= used
+    for t in used - builtin:
+        assert (root / ".dvc" / "plots" / f"{t}.json").is_file(), t
+    conf = next(p["eval/confusion.json"] for p in plots if isinstance(p, dict) and "eval/confusion.json" in p)
+    assert conf["y"] == "actual" and conf["x"] == "predicted"  # rows = ground truth, as eval/confusion.png

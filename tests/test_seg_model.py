@@ -440,3 +440,11 @@ def test_adamw_optimizer_switch():
                       torch.optim.AdamW)
     sgd = make_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[1]["lr"] == 10 * sgd.param_groups[0]["lr"]
+
+def test_missing_pretrained_weights_name_the_key_and_the_file(tmp_path):
+    from corda.errors import CordaError
+
+    model = DilatedResNet("resnet18")
+    with pytest.raises(CordaError, match=r"missing\.pth: pretrained weights not found \(model\.pretrained\); .*"
+                                         r"DeepLab-v2 ResNet-101 COCO.*resnet101COCO-41f33a49\.pth.*null"):
+        load_pretrained(model, tmp_path / "missing.pth")

@@ -33,7 +33,7 @@ from PIL import Image
 from corda import labels as L
 from corda.data import codecs, layouts
 from corda.errors import DataError
-from corda.io import read_image, read_json
+from corda.io import corrupt_file_fix, read_image, read_json
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +310,7 @@ def _image_hw(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.height, img.width
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc}); re-extract or re-render this file"
-                        ) from exc
+        raise DataError(f"{path}: corrupt or truncated image ({exc}); {corrupt_file_fix(path)}") from exc
 
 
 _RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}

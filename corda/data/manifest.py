@@ -17,6 +17,9 @@ SPLITS = ("source", "target_train", "target_val")
 
 def load_manifest(path: str | Path) -> dict:
     """Read and check a manifest; a missing or stale one tells the user to re-run the data stage."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: file not found; run the data stage first: `dvc repro data` "
+                        "(or `python -m stages.data`)")
     m = read_json(path)
     missing = [s for s in SPLITS if s not in m.get("splits", {})]
     if missing:

@@ -203,7 +203,11 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     """
     path = Path(path)
     if not path.is_file():
-        raise CordaError(f"pretrained weights not found: {path}")
+        raise CordaError(
+            f"{path}: pretrained weights not found (model.pretrained); the paper presets start from the "
+            "DeepLab-v2 ResNet-101 COCO-pretrained weights the authors and DACS use (resnet101COCO-41f33a49.pth, "
+            "downloadable from the DACS/CorDA code releases): put that file at this path, point model.pretrained "
+            "at your copy (or at torchvision ImageNet ResNet weights), or set it to null to train from scratch")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or non-tensor pickle: report the file, not a pickle trace

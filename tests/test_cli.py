@@ -1,0 +1,78 @@
+"""The command line a newcomer meets: `python -m stages --help` lists every command (predict too), flags
+show no value type, choices are listed, and params.yaml mistakes outside a section name the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from corda.errors import ConfigError, DataError
+from corda.io import write_json
+from stages.common import check_data_kinds, section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _help(*args: str) -> str:
+    from stages.__main__ import app
+
+    res = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_index_lists_predict_and_runs_it():
+    assert "predict" in _help()
+    out = _help("predict")
+    assert "--label-ids" in out and "--overwrite" in out
+
+
+def test_predict_via_the_index_process():
+    res = subprocess.run([sys.executable, "-m", "stages", "predict", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0 and "Usage" in res.stdout and "--teacher" in res.stdout
+
+
+@pytest.mark.parametrize("cmd", ["predict", "train", "evaluate"])
+def test_flags_show_no_value_type(cmd):
+    out = _help(cmd)
+    assert "<bool>" not in out
+    assert "<path>" in out  # other options still show theirs
+
+
+def test_method_lists_its_choices():
+    out = _help("train")
+    assert "<corda|dacs|source_only|oracle>" in out and "<str>" not in out
+
+
+def test_misspelt_section_is_an_unknown_section():
+    with pytest.raises(ConfigError, match=r"^trian: unknown section in params\.yaml; did you mean train\?$"):
+        section({"model": {}, "trian": {}}, "train", dict)
+    with pytest.raises(ConfigError, match=r"^train: section missing"):
+        section({"model": {}}, "train", dict)
+
+
+def _manifest(tmp_path: Path, source: str, target: str) -> Path:
+    splits = {s: {} for s in ("source", "target_train", "target_val")}
+    write_json(tmp_path / "manifest.json", {"source_kind": source, "target_kind": target, "splits": splits})
+    return tmp_path / "manifest.json"
+
+
+def test_manifest_must_match_the_dataset_kinds(tmp_path):
+    m = _manifest(tmp_path, "procedural", "procedural")
+    check_data_kinds({"data": {"source": {"kind": "procedural"}, "target": {"kind": "procedural"}}}, m)
+    preset = {"data": {"source": {"kind": "gta5"}, "target": {"kind": "cityscapes"}}}
+    with pytest.raises(DataError, match=r"made from source kind 'procedural' but params\.yaml has "
+                                        r"data\.source\.kind 'gta5'; run the data stage .*`dvc repro data`$"):
+        check_data_kinds(preset, m)
+    check_data_kinds(preset, _manifest(tmp_path, "gta5", "cityscapes"))
+
+
+def test_missing_manifest_says_run_the_data_stage(tmp_path):
+    with pytest.raises(DataError, match=r"manifest\.json: file not found; run the data stage first: "
+                                        r"`dvc repro data` \(or `python -m stages\.data`\)$"):
+        check_data_kinds({}, tmp_path / "manifest.json")
