@@ -23,12 +23,13 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # corda, stages and benchmarks
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 def apply_sets(p: dict, sets: list[str]) -> dict:
-    """``section.key=value`` (value parsed as YAML) into a copy of the params mapping."""
+    """``section.key=value`` (value parsed as YAML) into a copy of the params mapping (the typed configs check
+    the keys)."""
     import copy
 
     p = copy.deepcopy(p)
@@ -38,8 +39,6 @@ def apply_sets(p: dict, sets: list[str]) -> dict:
         node = p
         for part in path:
             node = node[part]
-        if last not in node:
-            raise SystemExit(f"--set {item}: no params key {key}")
         node[last] = yaml.safe_load(value)
     return p
 
@@ -65,11 +64,13 @@ def target_bn_statistics(model, target_ds, device, batches: int = 16, batch_size
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", nargs="+", default=["oracle", "source_only", "dacs", "corda"])
+    ap.add_argument("--methods", nargs="+", default=["oracle", "source_only", "dacs", "corda"],
+                    help="methods or benchmarks/ablation.py variants (e.g. 'corda w/o ω')")
     ap.add_argument("--set", nargs="*", default=[], dest="sets", metavar="SECTION.KEY=VALUE")
     ap.add_argument("--seed", type=int, default=None, help="override train.seed")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--split", choices=["tune", "val"], default="tune")
+    ap.add_argument("--depth-dir", default="depth", help="folder of source.h5/target.h5 (depth_maps' outputs)")
     ap.add_argument("--tag", default="", help="a label for the log line")
     ap.add_argument("--log", default="benchmarks/tune_log.jsonl")
     ap.add_argument("--adabn", action="store_true",
@@ -104,19 +105,25 @@ def main() -> None:
         iou = cm.iou()
         return 100 * float(cm.miou(class_set)), [round(100 * float(iou[c]), 1) for c in class_set]
 
-    for method in args.methods:
+    from benchmarks.ablation import VARIANTS
+
+    for name in args.methods:
+        method, mover, tover, exact = VARIANTS.get(name, (name, {}, {}, False))
+        if exact:
+            raise SystemExit(f"{name}: run it with benchmarks/ablation.py")
+        mcfg_v, tcfg_v = dataclasses.replace(mcfg, **mover), dataclasses.replace(tcfg, **tover)
         set_seeds(tcfg.seed)
-        src, tgt, _ = seg_datasets(splits, tcfg, Path("depth"), with_target_labels=method == "oracle")
+        src, tgt, _ = seg_datasets(splits, tcfg, Path(args.depth_dir), with_target_labels=method == "oracle")
         t0 = time.perf_counter()
-        scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{method}-{tcfg.seed}.pt")
+        scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{name.replace(' ', '_')}-{tcfg.seed}.pt")
         scratch.unlink(missing_ok=True)
-        student, teacher, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src, target_ds=tgt,
+        student, teacher, _ = run_training(method=method, mcfg=mcfg_v, tcfg=tcfg_v, source_ds=src, target_ds=tgt,
                                            device=device, scratch=scratch, inputs_fp={"tune": args.tag})
         seconds = time.perf_counter() - t0
         miou, per_class = score(student)
         t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)
         adabn = round(score(target_bn_statistics(student, tgt, device))[0], 1) if args.adabn else None
-        row = {"tag": args.tag, "method": method, "seed": tcfg.seed, "iterations": tcfg.iterations,
+        row = {"tag": args.tag, "method": name, "seed": tcfg.seed, "iterations": tcfg.iterations,
                "split": args.split, "sets": args.sets, "miou": round(miou, 1), "per_class": per_class,
                "teacher_miou": None if t_miou is None else round(t_miou, 1), "teacher_per_class": t_per_class,
                "adabn_miou": adabn, "seconds": round(seconds), "threads": torch.get_num_threads()}

@@ -441,6 +441,7 @@ def test_adamw_optimizer_switch():
     sgd = make_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[1]["lr"] == 10 * sgd.param_groups[0]["lr"]
 
+
 def test_missing_pretrained_weights_name_the_key_and_the_file(tmp_path):
     from corda.errors import CordaError
 
