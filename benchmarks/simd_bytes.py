@@ -49,7 +49,16 @@ with tempfile.TemporaryDirectory() as d:
     for f in sorted(Path(d).rglob("*")):
         if f.is_file():
             out[str(f.relative_to(d))] = hashlib.sha256(f.read_bytes()).hexdigest()
-json.dump({"avx512f": bool(feats.get("AVX512F")), "avx2": bool(feats.get("AVX2")),
+def blas_core():
+    import ctypes, glob
+    for lib in glob.glob(np.__path__[0] + ".libs/*openblas*"):
+        for name in ("scipy_openblas_get_corename64_", "openblas_get_corename64_", "openblas_get_corename"):
+            f = getattr(ctypes.CDLL(lib), name, None)
+            if f is not None:
+                f.restype = ctypes.c_char_p
+                return f().decode()
+    return None
+json.dump({"blas": blas_core(), "avx512f": bool(feats.get("AVX512F")), "avx2": bool(feats.get("AVX2")),
            "x86_v4": bool(feats.get("X86_V4")), "x86_v3": bool(feats.get("X86_V3")), "files": out}, sys.stdout)
 """
 

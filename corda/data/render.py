@@ -17,6 +17,24 @@ domain gap:
   markings, paving, facades with windows, foliage), another palette and sun, depth-dependent haze,
   optical blur, sensor noise, vignetting and an ego-vehicle hood (labelled ignore, as in Cityscapes).
   The image pipeline (blur, noise, vignetting, hood) is applied by :func:`finish_target`.
+
+The same seed writes the same bytes on every x86-64 CPU (issue 18). numpy picks a SIMD implementation
+of its transcendental ufuncs per CPU (baseline SSE, AVX2, AVX-512) and OpenBLAS picks matmul kernels per
+CPU; their results differ in the last bits, and a few pixels then round to another uint8 or centimetre.
+So the value path here uses only operations that IEEE-754 rounds exactly (+ − × ÷, sqrt, floor,
+comparisons) and integer hashing:
+
+* exp / sin / cos / tan / pow come from :mod:`corda.data.exactmath` (basic float64 arithmetic in a fixed
+  order), never from ``np.exp``, ``**``, ``math.*`` or libm;
+* 3-vector dot products are written out (:func:`_dot3`), never ``@`` (BLAS);
+* the tone curve of :func:`to_uint8` compares with precomputed thresholds instead of calling a power;
+* the Gaussian kernel is normalised by ``math.fsum`` (exactly rounded, order-free).
+
+``np.random`` draws are integer-based and identical everywhere. ``benchmarks/simd_bytes.py`` and
+``tests/test_render_simd.py`` render items under numpy's lower dispatch levels and OpenBLAS's older kernels
+(``NPY_DISABLE_CPU_FEATURES``, ``OPENBLAS_CORETYPE``) and compare every written byte. Not covered: the PNG
+compressor (Pillow's bundled zlib-ng) may in principle pick other matches on another CPU or version; the
+decoded pixels are the invariant.
 """
 
 from __future__ import annotations
