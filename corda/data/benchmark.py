@@ -33,6 +33,7 @@ import numpy as np
 from corda import labels as L
 from corda.config import field
 from corda.data import codecs
+from corda.data import exactmath as E
 from corda.data import render as R
 from corda.io import write_json, write_png
 
@@ -92,7 +93,7 @@ TARGET_STATS = R.SceneStats(building_h=(5.0, 18.0), building_gap_p=0.35, tree_sp
 
 def _camera(rng: np.random.Generator, cr: CameraRange, h: int, w: int, road_half: float) -> R.CameraSpec:
     hfov = math.radians(rng.uniform(*cr.hfov_deg))
-    fx = (w / 2) / math.tan(hfov / 2)
+    fx = (w / 2) / float(E.tan(hfov / 2))  # not math.tan: libm's last bits vary by library and CPU
     lateral = float(np.clip(rng.uniform(*cr.lateral_m), -road_half + 1.0, road_half - 1.0))
     return R.CameraSpec(h, w, fx, fx, w / 2, h / 2, (lateral, rng.uniform(*cr.height_m), 0.0),
                         math.radians(rng.uniform(*cr.pitch_deg)))

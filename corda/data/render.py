@@ -17,13 +17,34 @@ domain gap:
   markings, paving, facades with windows, foliage), another palette and sun, depth-dependent haze,
   optical blur, sensor noise, vignetting and an ego-vehicle hood (labelled ignore, as in Cityscapes).
   The image pipeline (blur, noise, vignetting, hood) is applied by :func:`finish_target`.
+
+The same seed writes the same bytes on every x86-64 CPU (issue 18). numpy picks a SIMD implementation
+of its transcendental ufuncs per CPU (baseline SSE, AVX2, AVX-512) and OpenBLAS picks matmul kernels per
+CPU; their results differ in the last bits, and a few pixels then round to another uint8 or centimetre.
+So the value path here uses only operations that IEEE-754 rounds exactly (+ − × ÷, sqrt, floor,
+comparisons) and integer hashing:
+
+* exp / sin / cos / tan / pow come from :mod:`corda.data.exactmath` (basic float64 arithmetic in a fixed
+  order), never from ``np.exp``, ``**``, ``math.*`` or libm;
+* 3-vector dot products are written out (:func:`_dot3`), never ``@`` (BLAS);
+* the tone curve of :func:`to_uint8` compares with precomputed thresholds instead of calling a power;
+* the Gaussian kernel is normalised by ``math.fsum`` (exactly rounded, order-free).
+
+``np.random`` draws are integer-based and identical everywhere. ``benchmarks/simd_bytes.py`` and
+``tests/test_render_simd.py`` render items under numpy's lower dispatch levels and OpenBLAS's older kernels
+(``NPY_DISABLE_CPU_FEATURES``, ``OPENBLAS_CORETYPE``) and compare every written byte. Not covered: the PNG
+compressor (Pillow's bundled zlib-ng) may in principle pick other matches on another CPU or version; the
+decoded pixels are the invariant.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from corda.data import exactmath as E
 
 # trainIds (corda.labels.CLASS_NAMES) of the ten rendered classes.
 ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR = 0, 1, 2, 5, 7, 8, 9, 10, 11, 13
@@ -47,7 +68,7 @@ class CameraSpec:
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World directions of the camera's right, down and forward axes (OpenCV convention)."""
-        cp, sp, cy_, sy_ = np.cos(self.pitch), np.sin(self.pitch), np.cos(self.yaw), np.sin(self.yaw)
+        (sp, sy_), (cp, cy_) = E.sin_cos([self.pitch, self.yaw])
         fwd = np.array([sy_ * cp, -sp, cy_ * cp])
         right = np.array([cy_, 0.0, -sy_])
         # World (X right, Y up, Z forward) is left-handed, so image-down = right × forward
@@ -204,7 +225,7 @@ def make_scene(rng: np.random.Generator, stats: SceneStats, tint_spread: float, 
         cyl_tint=np.array(cyl_tint, np.float32).reshape(-1, 3),
         spheres=np.array(sph, np.float32).reshape(-1, 4), sph_cls=np.array(sph_cls, np.int64),
         sph_tint=np.array(sph_tint, np.float32).reshape(-1, 3),
-        sun=sun / np.linalg.norm(sun),
+        sun=sun / math.sqrt(sun[0] * sun[0] + sun[1] * sun[1] + sun[2] * sun[2]),
     )
 
 
@@ -255,6 +276,14 @@ class Hit:
     tint: np.ndarray  # (N, 3) per-object tint (1 for ground/sky)
 
 
+def _dot3(a: np.ndarray, v) -> np.ndarray:
+    """a (..., 3) · v (3,) as three multiplies and two adds in a fixed order.
+
+    Not ``a @ v``: matmul goes through OpenBLAS, whose kernels (and so the last bits) depend on the CPU.
+    """
+    return a[..., 0] * v[0] + a[..., 1] * v[1] + a[..., 2] * v[2]
+
+
 def _hit_box(o, d, b):
     """Ray/AABB slab test for rays d (n, 3) against one box b (6,); returns t (n,) and normals (n, 3)."""
     inv = 1.0 / np.where(np.abs(d) < 1e-9, 1e-9, d)
@@ -274,9 +303,9 @@ def _hit_box(o, d, b):
 def _hit_cyl(o, d, c):
     """Vertical cylinder c = (cx, cz, r, y0, y1): solve in the xz-plane, then check the height."""
     ox, oz = o[0] - c[0], o[2] - c[1]
-    a = d[:, 0] ** 2 + d[:, 2] ** 2
+    a = d[:, 0] * d[:, 0] + d[:, 2] * d[:, 2]
     b = 2 * (ox * d[:, 0] + oz * d[:, 2])
-    disc = b * b - 4 * a * (ox * ox + oz * oz - c[2] ** 2)
+    disc = b * b - 4 * a * (ox * ox + oz * oz - c[2] * c[2])
     t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * np.maximum(a, 1e-12))
     y = o[1] + t * d[:, 1]
     t = np.where((disc > 0) & (t > 1e-3) & (y >= c[3]) & (y <= c[4]), t, np.inf)
@@ -287,9 +316,9 @@ def _hit_cyl(o, d, c):
 
 def _hit_sphere(o, d, s):
     oc = o - s[:3]
-    a = (d * d).sum(1)
-    b = 2 * (d @ oc)
-    disc = b * b - 4 * a * (oc @ oc - s[3] ** 2)
+    a = _dot3(d, d.T)
+    b = 2 * _dot3(d, oc)
+    disc = b * b - 4 * a * (_dot3(oc, oc) - s[3] * s[3])
     t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
     t = np.where((disc > 0) & (t > 1e-3), t, np.inf)
     p = o + np.where(np.isfinite(t), t, 0)[:, None] * d
@@ -312,13 +341,13 @@ def _screen_rect(lo, hi, cam: CameraSpec, right, down, fwd):
     """Pixel rectangle (v0, v1, u0, u1) covering a world AABB, or None if it is entirely behind."""
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     rel = corners - np.asarray(cam.position)
-    zc = rel @ fwd
+    zc = _dot3(rel, fwd)
     if (zc <= 0.05).all():
         return None
     if (zc <= 0.05).any():  # straddles the image plane: test the whole frame
         return 0, cam.height, 0, cam.width
-    u = cam.fx * (rel @ right) / zc + cam.cx
-    v = cam.fy * (rel @ down) / zc + cam.cy
+    u = cam.fx * _dot3(rel, right) / zc + cam.cx
+    v = cam.fy * _dot3(rel, down) / zc + cam.cy
     u0, u1 = int(np.floor(u.min())) - 1, int(np.ceil(u.max())) + 1
     v0, v1 = int(np.floor(v.min())) - 1, int(np.ceil(v.max())) + 1
     u0, v0 = max(u0, 0), max(v0, 0)
@@ -460,7 +489,7 @@ def fbm(p: np.ndarray, scale: float, seed: int, octaves: int = 3) -> np.ndarray:
 def shade_source(hit: Hit, scene: Scene, cam: CameraSpec) -> np.ndarray:
     """'Synthetic' look: flat per-class albedo × per-object tint, Lambertian sun + ambient. (H, W, 3) in [0,1]."""
     albedo = _albedo(SOURCE_PALETTE, hit, 1.0)
-    lam = np.clip(hit.normal @ scene.sun, 0.0, 1.0)
+    lam = np.clip(_dot3(hit.normal, scene.sun), 0.0, 1.0)
     col = albedo * (0.55 + 0.45 * lam[:, None])
     sky = hit.cls == SKY
     col[sky] = _palette_lut(SOURCE_PALETTE)[SKY]
@@ -526,16 +555,17 @@ def shade_target(hit: Hit, scene: Scene, cam: CameraSpec, seed: int, haze_m: flo
 
     warm = np.array([1.05, 0.98, 0.88], np.float32)
     sun = scene.sun * np.array([-1.0, 1.0, 1.0])  # another sun than the source's
-    lam = np.clip(hit.normal @ sun, 0.0, 1.0)
+    lam = np.clip(_dot3(hit.normal, sun), 0.0, 1.0)
     col = col * (0.45 + 0.6 * lam[:, None]) * warm
     # Sky: a vertical gradient by ray elevation.
     sky = cls == SKY
     if sky.any():
         _, d = camera_rays(cam)
-        elev = d[sky, 1] / np.linalg.norm(d[sky], axis=1)
+        ds = d[sky]
+        elev = ds[:, 1] / np.sqrt(_dot3(ds, ds.T))
         col[sky] = (np.array(TARGET_PALETTE[SKY]) * (0.85 + 0.35 * np.clip(elev, 0, 1))[:, None]).astype(np.float32)
     # Depth-dependent haze (aerial perspective) towards a pale grey-blue.
-    haze = np.exp(-np.minimum(hit.t, 400.0) / haze_m)[:, None]
+    haze = E.exp(-np.minimum(hit.t, 400.0) / haze_m).astype(np.float32)[:, None]
     col = col * haze + np.array([0.70, 0.74, 0.78], np.float32) * (1 - haze)
     return np.clip(col, 0, 1).reshape(cam.height, cam.width, 3).astype(np.float32)
 
@@ -545,8 +575,9 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return img
     r = max(1, int(np.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
+    x = np.arange(-r, r + 1) / sigma
+    k = E.exp(-0.5 * x * x)
+    k /= math.fsum(k)  # exactly rounded sum: no dependence on numpy's reduction order
     out = img
     for axis in (0, 1):
         pad = [(0, 0)] * img.ndim
@@ -567,7 +598,8 @@ def hood_mask(height: int, width: int, frac: float) -> np.ndarray:
         return np.zeros((height, width), bool)
     v, u = np.mgrid[0:height, 0:width].astype(np.float32)
     top = height * (1 - frac)
-    cap = top + (height * frac) * ((u - width / 2) / (width * 0.75)) ** 2
+    x = (u - width / 2) / (width * 0.75)
+    cap = top + (height * frac) * (x * x)
     return v >= cap
 
 
@@ -582,14 +614,40 @@ def finish_target(img: np.ndarray, rng: np.random.Generator, blur_sigma: float, 
         img[hood] = np.stack([shade, shade, shade * 1.1], -1)[hood]
     img = gaussian_blur(img, blur_sigma)
     v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-    r2 = ((u - w / 2) / (w / 2)) ** 2 + ((v - h / 2) / (h / 2)) ** 2
+    x, y = (u - w / 2) / (w / 2), (v - h / 2) / (h / 2)
+    r2 = x * x + y * y
     img = img * (1 - vignetting * r2 / 2)[..., None]
     img = img + rng.normal(0.0, noise_std, img.shape).astype(np.float32)
     return to_uint8(img, gamma=True)
 
 
+GAMMA = 1 / 1.15  # the target style's mild tone curve
+
+
+def _gamma_tables(cells: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Lookup tables that apply round(255·x^GAMMA) to x in [0, 1] without a power function.
+
+    Code k is reached at x ≥ s_k = ((k − ½)/255)^(1/GAMMA) (k = 1..255; float64 from exactmath). Split
+    [0, 1] into ``cells`` equal cells, narrower than the smallest gap between thresholds (1.8e-3), so a
+    cell holds at most one: code(x) = base[c] + (x ≥ inner[c]), c = ⌊x·cells⌋ (exact: a power of two).
+    """
+    steps = E.power((np.arange(1, 256) - 0.5) / 255.0, 1.0 / GAMMA)
+    assert np.diff(steps).min() > 1.0 / cells
+    edges = np.arange(cells + 1) / cells
+    base = np.searchsorted(steps, edges[:-1], side="right").astype(np.uint8)
+    inner = np.full(cells, np.inf)
+    inside = np.searchsorted(steps, edges[1:], side="left") > base  # a threshold strictly inside the cell
+    inner[inside] = steps[base[inside]]
+    return base, inner
+
+
+_GAMMA_BASE, _GAMMA_INNER = _gamma_tables()
+
+
 def to_uint8(img: np.ndarray, gamma: bool) -> np.ndarray:
+    """[0, 1] float image → uint8 (rounded), through the tone curve x^GAMMA if ``gamma``."""
     img = np.clip(img, 0, 1)
     if gamma:
-        img = img ** (1 / 1.15)  # a mild tone curve
+        cell = np.minimum((img * len(_GAMMA_BASE)).astype(np.int64), len(_GAMMA_BASE) - 1)
+        return _GAMMA_BASE[cell] + (img >= _GAMMA_INNER[cell]).astype(np.uint8)
     return (img * 255 + 0.5).astype(np.uint8)
