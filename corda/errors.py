@@ -21,3 +21,22 @@ def brief_error(exc: BaseException, limit: int = 200) -> str:
     """
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing one-line message of ``exc``, also when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception in the main process as the same type with the message
+    "Caught DataError in DataLoader worker process 0. Original Traceback (most recent call last): ...";
+    the original message is the end of that traceback text, after ``<module>.<Type>: ``. It is cut out
+    so the user reads the same line (file, what is wrong, fix) as with ``workers: 0``.
+    """
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        t = type(exc)
+        for prefix in (f"{t.__module__}.{t.__qualname__}: ", f"{t.__qualname__}: "):
+            at = text.rfind("\n" + prefix)
+            if at >= 0:
+                text = text[at + 1 + len(prefix):]
+                break
+    return " ".join(text.split())

@@ -2,7 +2,8 @@
 
 Every output is written to a temporary name in the destination folder and renamed into place
 when complete (``os.replace`` is atomic on POSIX), so a killed stage never leaves a file that looks
-finished. Readers raise :class:`corda.errors.DataError` naming the file and the fix.
+finished. A stage writes its whole set of outputs through :func:`staged_outputs`, so a failed or
+interrupted run leaves the previous run's outputs exactly as they were. Readers raise :class:`corda.errors.DataError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,6 +46,82 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _siblings(path: Path, tag: str) -> list[Path]:
+    """Hidden leftovers ``.<name>.<tag>-*`` beside ``path`` (from a run killed by SIGKILL/SIGTERM)."""
+    if not path.parent.is_dir():
+        return []
+    return sorted(path.parent.glob(f".{path.name}.{tag}-*"))
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Block SIGINT/SIGTERM for the few renames of a swap, so Ctrl-C cannot land between them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def staged_outputs(*paths: str | os.PathLike, enabled: bool = True) -> Iterator[dict[Path, Path]]:
+    """Write a stage's outputs (files or folders) beside them, and swap them in only when all are complete.
+
+    Yields ``{final path: staging path}``; the block writes each output to its staging path
+    (``.<name>.staging-<pid>``, a hidden sibling on the same file system). When the block completes,
+    every final path is replaced by its staging path (old one renamed aside, new one renamed in, old
+    one removed); a final path whose staging path was not written is removed, as a successful run
+    defines the whole set. On any exception, KeyboardInterrupt (Ctrl-C) included, only the staging
+    paths are removed: the previous outputs stay exactly as they were. A run killed outright
+    (SIGKILL) leaves hidden staging folders, removed by the next run; one killed inside the swap
+    (signals are blocked there) is put right by the next run, which restores an output renamed aside.
+
+    ``enabled=False`` (ranks other than 0, which write nothing) yields the identity mapping.
+    """
+    finals = [Path(p) for p in paths]
+    if not enabled:
+        yield {p: p for p in finals}
+        return
+    for p in finals:
+        for old in _siblings(p, "old"):
+            if not p.exists() and not p.is_symlink():
+                os.replace(old, p)  # a swap was cut short: the previous output comes back
+            else:
+                _remove(old)
+        for stale in _siblings(p, "staging"):
+            _remove(stale)
+        p.parent.mkdir(parents=True, exist_ok=True)
+    staged = {p: p.with_name(f".{p.name}.staging-{os.getpid()}") for p in finals}
+    try:
+        yield staged
+    except BaseException:
+        for tmp in staged.values():
+            _remove(tmp)
+        raise
+    with _signals_deferred():
+        aside = []
+        for final, tmp in staged.items():
+            if final.exists() or final.is_symlink():
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.replace(final, old)
+                aside.append(old)
+            if tmp.exists():
+                os.replace(tmp, final)
+        for old in aside:
+            _remove(old)
 
 
 def save_torch(obj: object, path: str | os.PathLike) -> None:

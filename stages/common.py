@@ -1,20 +1,23 @@
-"""Glue shared by the stage entry points: params loading, logging, errors, output hygiene."""
+"""Glue shared by the stage entry points: params loading, logging, errors, output hygiene.
+
+Stages write their declared outputs through :func:`corda.io.staged_outputs`: a failed or interrupted
+run (an error, Ctrl-C) leaves the previous outputs untouched.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
 from corda.config import from_mapping, nearest_name_hint
-from corda.errors import ConfigError, CordaError, DataError
+from corda.errors import ConfigError, CordaError, DataError, one_line
 
 T = TypeVar("T")
 PARAMS = "params.yaml"
@@ -95,22 +98,13 @@ def check_data_kinds(params: dict, manifest: str | os.PathLike) -> None:
 
 
 def remove_outputs(*paths: str | os.PathLike) -> None:
+    """Remove temporaries (e.g. per-rank part files); never used on a stage's previous outputs."""
     for p in paths:
         p = Path(p)
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         elif p.exists() or p.is_symlink():
             p.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def outputs(*paths: str | os.PathLike) -> Iterator[None]:
-    """Remove the declared outputs if the stage fails, so DVC never records a half-written stage."""
-    try:
-        yield
-    except BaseException:
-        remove_outputs(*paths)
-        raise
 
 
 def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,8 +118,13 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CordaError as exc:
-            # One line whatever the message holds (a wrapped torch error can span many).
-            print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
+            # One line whatever the message holds (a wrapped torch error can span many; a DataLoader
+            # worker's error is unwrapped to the line the main process would have printed).
+            print("error: " + one_line(exc), file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("error: interrupted; the previous outputs of this stage are unchanged (re-run it to "
+                  "finish)", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, section, stage_main
 
 log = logging.getLogger("stages.depth_maps")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -39,7 +39,7 @@ def main(
     from corda.errors import CordaError, DataError, brief_error
     from corda.h5io import write_depth_h5
     from corda.inference import iterate_batches
-    from corda.io import file_hash, read_json, write_json
+    from corda.io import file_hash, read_json, staged_outputs, write_json
     from corda.log import progress
     from corda.models.depth_net import DepthNet
     from corda.segmentation import resolve_device
@@ -90,8 +90,8 @@ def main(
         return float(torch.cat(ratios).median())
 
     out_dir, out_metrics = Path("depth"), Path("metrics/depth.json")
-    with outputs(out_dir, out_metrics):
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with staged_outputs(out_dir, out_metrics) as staged:
+        staged[out_dir].mkdir(parents=True, exist_ok=True)
         metrics: dict = {"mode": cfg.mode, "source": cfg.source}
         for domain in ("source", "target"):
             index = splits["source" if domain == "source" else "target_train"]
@@ -109,7 +109,7 @@ def main(
             attrs |= {"min_depth_m": cfg.min_depth_m, "max_depth_m": cfg.max_depth_m}
             rows = ((n, codecs.depth_to_inv(d), d.astype(np.float16))
                     for n, d in progress(items, len(ds), f"depth maps {domain}"))
-            write_depth_h5(out_dir / f"{domain}.h5", rows, len(ds), attrs)
+            write_depth_h5(staged[out_dir] / f"{domain}.h5", rows, len(ds), attrs)
 
         # Target val against the disparity ground truth (standard protocol; median scaling for mono only).
         net, _ = load_net("target")
@@ -122,7 +122,7 @@ def main(
                 gt = codecs.disparity_to_depth(disp, float(batch["baseline"][j]), float(batch["K"][j, 0, 0]))
                 acc.update(pred[j, 0].numpy(), gt)
         metrics["target"] = acc.compute()
-        write_json(out_metrics, metrics)
+        write_json(staged[out_metrics], metrics)
     t = metrics["target"]
     log.info("target val depth: AbsRel %.3f  SqRel %.3f  RMSE %.2f  RMSElog %.3f  d1 %.3f  d2 %.3f  d3 %.3f",
              t["abs_rel"], t["sq_rel"], t["rmse"], t["rmse_log"], t["delta1"], t["delta2"], t["delta3"])

@@ -9,14 +9,13 @@ trains data-parallel (:mod:`corda.depth.train` has the semantics); only rank 0 w
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.depth_pretrain")
@@ -35,7 +34,7 @@ def main(
     from corda.depth.pretrain import DepthStageConfig, depth_fields, recorded_config, train_depth
     from corda.engine import write_dvclive
     from corda.errors import ConfigError
-    from corda.io import file_hash, save_torch
+    from corda.io import file_hash, save_torch, staged_outputs
     from corda.log import progress
     from corda.segmentation import resolve_device
 
@@ -49,7 +48,7 @@ def main(
         splits = load_splits(manifest)
         domains = ["target"] + (["source"] if cfg.source == "self_supervised" else [])
         fields = depth_fields(cfg)
-        with outputs(out_dir, out_live) if dist.is_main else contextlib.nullcontext():
+        with staged_outputs(out_dir, out_live, enabled=dist.is_main) as staged:
             history = []
             for domain in domains:
                 index = splits["target_train" if domain == "target" else "source"]
@@ -65,12 +64,12 @@ def main(
                 if dist.is_main:
                     save_torch({"config": recorded_config(cfg), "domain": domain,
                                 "depth": models["depth"].state_dict(), "history": trainer.history},
-                               out_dir / f"{domain}.pt")
+                               staged[out_dir] / f"{domain}.pt")
                 history += [{**r, **{f"{domain}/{k}": v for k, v in r.items() if k != "step"}}
                             for r in trainer.history]
                 trainer.discard_scratch()  # rank 0 only (the others write no checkpoints)
             if dist.is_main:
-                write_dvclive([{k: v for k, v in r.items() if "/" in k or k == "step"} for r in history], out_live)
+                write_dvclive([{k: v for k, v in r.items() if "/" in k or k == "step"} for r in history], staged[out_live])
 
 
 if __name__ == "__main__":

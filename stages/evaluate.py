@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from corda.config import field
-from stages.common import check_data_kinds, load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, section, stage_main
 
 log = logging.getLogger("stages.evaluate")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -53,7 +53,7 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
     from corda.inference import confusion_over, iterate_batches, segment
-    from corda.io import read_json, write_json, write_text
+    from corda.io import read_json, staged_outputs, write_json, write_text
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.metrics import export_label_ids
@@ -76,7 +76,9 @@ def main(
         raise CordaError(f"{models_dir}: no trained models found; run the train stages first")
     out_metrics, out_table, out_eval = Path("metrics/eval.json"), Path("metrics/results.md"), Path("eval")
     out_summary = Path("metrics/summary.json")
-    with outputs(out_summary, out_metrics, out_table, out_eval):
+    finals = (out_summary, out_metrics, out_table, out_eval)
+    with staged_outputs(*finals) as staged:
+        out_summary, out_metrics, out_table, out_eval = (staged[p] for p in finals)
         results, matrices, histories, loaded = {}, {}, {}, {}
         for name in names:
             model, ck = load_model(models_dir / f"{name}.pt", device)

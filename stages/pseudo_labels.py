@@ -17,7 +17,6 @@ may differ in the last bits (its float sums are added per rank, then across rank
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Annotated, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import check_data_kinds, load_params, outputs, remove_outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, remove_outputs, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.pseudo_labels")
@@ -62,7 +61,7 @@ def main(
     from corda.distributed import shard_range
     from corda.h5io import write_pseudo_h5
     from corda.inference import iterate_batches
-    from corda.io import file_hash, write_json
+    from corda.io import file_hash, staged_outputs, write_json
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.pseudo import PseudoLabelDiagnostics, pseudo_label_batch
@@ -109,23 +108,24 @@ def main(
         recorded = {k: v for k, v in to_dict(cfg).items() if k != "devices"}
         attrs = {"class_names": list(CLASS_NAMES), "threshold": cfg.threshold, "checkpoint_hash": file_hash(model_path),
                  "params": recorded, "weight_rule": cfg.weight_rule}
-        with outputs(out_h5, out_metrics, out_curve_json, out_curve_png) if dist.is_main else contextlib.nullcontext():
+        with staged_outputs(out_h5, out_metrics, out_curve_json, out_curve_png, enabled=dist.is_main) as staged:
             if not dist.enabled:
-                write_pseudo_h5(out_h5, items(), len(ds), attrs)
+                write_pseudo_h5(staged[out_h5], items(), len(ds), attrs)
             else:
-                _export_sharded(out_h5, items(), len(ds), attrs, diag, cfg.batch_size, dist, device)
+                _export_sharded(out_h5, staged[out_h5], items(), len(ds), attrs, diag, cfg.batch_size, dist,
+                                device)
             if not dist.is_main:
                 return
             result = diag.result() if split.has("label") else {}
-            write_json(out_metrics, result)
+            write_json(staged[out_metrics], result)
             records = diag.curve_records() if split.has("label") else []
-            write_json(out_curve_json, records)
+            write_json(staged[out_curve_json], records)
             series = {}
             for r in records:
                 s = series.setdefault(r["signal"], ([], []))
                 s[0].append(r["weight"])
                 s[1].append(r["accuracy"])
-            report.plot_curves(series, out_curve_png, "pseudo-label accuracy vs weight", xlabel="weight",
+            report.plot_curves(series, staged[out_curve_png], "pseudo-label accuracy vs weight", xlabel="weight",
                                ylabel="accuracy")
     if result:
         a = result["auroc"]
@@ -139,8 +139,10 @@ def part_path(out_h5: Path, rank: int) -> Path:
     return out_h5.with_name(f"{out_h5.name}.part{rank}")
 
 
-def _export_sharded(out_h5: Path, items, n: int, attrs: dict, diag, batch_size: int, dist, device) -> None:
-    """This rank's share into its part file; diagnostics summed over ranks; rank 0 merges the parts."""
+def _export_sharded(out_h5: Path, merged: Path, items, n: int, attrs: dict, diag, batch_size: int, dist,
+                    device) -> None:
+    """This rank's share into its part file; diagnostics summed over ranks; rank 0 merges the parts into
+    ``merged`` (its staging path of ``out_h5``; the part files are named after ``out_h5`` on every rank)."""
     from corda.distributed import DistInfo, barrier, shard_range, sum_over_ranks
     from corda.h5io import merge_pseudo_h5, write_pseudo_h5
 
@@ -155,7 +157,7 @@ def _export_sharded(out_h5: Path, items, n: int, attrs: dict, diag, batch_size: 
                                               device if device.type == "cuda" else None))
         barrier(dist)  # every part is complete before rank 0 reads them
         if dist.is_main:
-            merge_pseudo_h5(out_h5, parts, attrs)
+            merge_pseudo_h5(merged, parts, attrs)
     except BaseException:
         remove_outputs(*(parts if dist.is_main else [mine]))
         raise

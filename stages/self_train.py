@@ -7,7 +7,6 @@ the same loop as `train`. Writes ``models/corda_round2.pt`` and ``dvclive/self_t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Annotated, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import check_data_kinds, load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.self_train")
@@ -49,6 +48,7 @@ def main(
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
 ) -> None:
     """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
+    from corda.io import staged_outputs
     from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
 
     p = load_params(params)
@@ -63,9 +63,9 @@ def main(
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
     with data_parallel(tcfg.devices, "stages.self_train", resolve_device(tcfg.device)) as (dist, device):
         set_seeds(tcfg.seed)
-        with outputs(out_model, out_live) if dist.is_main else contextlib.nullcontext():
-            trainer = _train(mcfg, tcfg, scfg, manifest, init, pseudo_h5, depth_dir, device, dist, out_model,
-                             out_live)
+        with staged_outputs(out_model, out_live, enabled=dist.is_main) as staged:
+            trainer = _train(mcfg, tcfg, scfg, manifest, init, pseudo_h5, depth_dir, device, dist,
+                             staged[out_model], staged[out_live])
     if not dist.is_main:
         return
     last = trainer.history[-1] if trainer.history else {}

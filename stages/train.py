@@ -7,7 +7,6 @@ Writes ``models/<method>.pt`` (student, EMA teacher, configs) and ``dvclive/trai
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, outputs, section, stage_main
+from stages.common import check_data_kinds, load_params, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.train")
@@ -39,6 +38,8 @@ def main(
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
 ) -> None:
     """Train one segmentation method on the embedded benchmark or real data; writes models/<method>.pt."""
+    from corda.errors import ConfigError
+    from corda.io import staged_outputs
     from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
 
     method = Method(method).value  # typer gives the enum; a direct call may pass the string
@@ -51,8 +52,10 @@ def main(
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
     with data_parallel(tcfg.devices, "stages.train", resolve_device(tcfg.device)) as (dist, device):
         set_seeds(tcfg.seed)
-        with outputs(out_model, out_live) if dist.is_main else contextlib.nullcontext():
-            trainer = _train(method, mcfg, tcfg, manifest, depth_dir, device, dist, out_model, out_live)
+        # Written beside the old outputs and swapped in at the end: a failure or Ctrl-C keeps them.
+        with staged_outputs(out_model, out_live, enabled=dist.is_main) as staged:
+            trainer = _train(method, mcfg, tcfg, manifest, depth_dir, device, dist, staged[out_model],
+                             staged[out_live])
     if not dist.is_main:
         return
     last = trainer.history[-1] if trainer.history else {}
