@@ -33,7 +33,8 @@ def main(
 ) -> None:
     """Train one segmentation method on the embedded benchmark or real data; writes models/<method>.pt."""
     from corda.errors import ConfigError
-    from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
+    from corda.device import resolve_device
+    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
 
     if method not in ("corda", "dacs", "source_only", "oracle"):
         raise ConfigError(f"--method: {method!r} is not one of corda, dacs, source_only, oracle")

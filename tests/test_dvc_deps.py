@@ -209,3 +209,23 @@ def test_matrix_and_foreach_expand_like_dvc():
     assert m["train@oracle"]["outs"] == ["models/oracle.pt"]
     f = _expand("gen", {"foreach": ["a", "b"], "do": {"cmd": "python -m stages.x ${item}"}})
     assert f["gen@b"]["cmd"] == "python -m stages.x b"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_lists_no_code_it_does_not_import(name):
+    """A stale code dep re-runs the stage for edits that cannot change its outputs."""
+    stage = STAGES[name]
+    files = set().union(*(closure(m) for m in stage_modules(stage["cmd"])))
+    code = [d for d in _dep_paths(stage) if d.split("/")[0] in PACKAGES]
+    stale = [d for d in code if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in files)]
+    assert not stale, f"dvc.yaml stage {name} lists code it never imports: {stale}"
+
+
+@pytest.mark.parametrize("name", ["depth_pretrain", "depth_maps"])
+def test_depth_stages_do_not_reach_segmentation_code(name):
+    """Editing the segmentation run loop, its step, the UDA blocks or the segmentation network must not
+    re-run depth pretraining (the depth stages share only neutral modules: device, colour, engine...)."""
+    files = closure(stage_modules(STAGES[name]["cmd"])[0])
+    seg = {"corda/segmentation.py", "corda/seg_train.py", "corda/uda.py", "corda/models/corda_net.py",
+           "corda/losses/segmentation.py"}
+    assert not files & seg, sorted(files & seg)
