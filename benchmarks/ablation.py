@@ -54,6 +54,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.device import resolve_device
     from corda.engine import NonFiniteLoss
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
@@ -61,7 +62,6 @@ def main() -> None:
         ModelConfig,
         TrainConfig,
         make_eval_fn,
-        resolve_device,
         run_training,
         seg_datasets,
         set_seeds,

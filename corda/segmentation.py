@@ -103,12 +103,6 @@ class TrainConfig(SegTrainConfig):
             local_batch(getattr(self, name), self.devices, f"train.{name}")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seg_config(cfg: TrainConfig, method: str) -> SegTrainConfig:
     """The per-step config of ``method`` from the ``train`` section."""
     names = {f.name for f in dataclasses.fields(SegTrainConfig)}

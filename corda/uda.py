@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corda.colour import hsv_to_rgb, rgb_to_hsv
 from corda.labels import IGNORE
 
 Rng = torch.Generator | np.random.Generator
@@ -113,41 +114,6 @@ def confidence_weight(probs_max: torch.Tensor, threshold: float = 0.968) -> torc
 # ---------------------------------------------------------------------------------------------------------
 # Strong augmentation (§3.6): kornia-0.4.1-like colour jitter and DACS Gaussian blur, on tensors
 # ---------------------------------------------------------------------------------------------------------
-
-def rgb_to_hsv(img: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] → HSV with hue in radians [0, 2π), saturation and value in [0, 1]."""
-    r, g, b = img.unbind(1)
-    maxc, argmax = img.max(1)
-    minc = img.min(1).values
-    delta = maxc - minc
-    sat = delta / (maxc + eps)
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    # The hue sextant depends on which channel is the maximum (first one on ties).
-    h = torch.where(argmax == 0, (g - b) / safe,
-                    torch.where(argmax == 1, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
-    h = torch.where(delta > 0, h, torch.zeros_like(h))
-    hue = torch.remainder(h / 6.0, 1.0) * (2.0 * math.pi)
-    return torch.stack((hue, sat, maxc), 1)
-
-
-def hsv_to_rgb(img: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`: (B, 3, H, W) HSV (hue in radians) → RGB in [0, 1]."""
-    hue, sat, val = img.unbind(1)
-    h6 = torch.remainder(hue / (2.0 * math.pi), 1.0) * 6.0
-    sector = torch.floor(h6)
-    f = h6 - sector
-    p = val * (1.0 - sat)
-    q = val * (1.0 - f * sat)
-    t = val * (1.0 - (1.0 - f) * sat)
-    sector = sector.long().clamp(0, 5)
-    # (R, G, B) per sextant 0..5 of the hue circle.
-    table = torch.stack([
-        torch.stack((val, t, p), 1), torch.stack((q, val, p), 1), torch.stack((p, val, t), 1),
-        torch.stack((p, q, val), 1), torch.stack((t, p, val), 1), torch.stack((val, p, q), 1),
-    ], 0)  # (6, B, 3, H, W)
-    idx = sector.unsqueeze(0).unsqueeze(2).expand(1, -1, 3, -1, -1)
-    return table.gather(0, idx).squeeze(0)
-
 
 def _adjust(img: torch.Tensor, op: int, factor: float) -> torch.Tensor:
     """One kornia-0.4.1 ColorJitter op on (1, 3, H, W) in [0, 1]; results clamped to [0, 1] like kornia."""

@@ -34,6 +34,7 @@ def main(
     from corda.data import codecs
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
+    from corda.device import resolve_device
     from corda.depth.metrics import DepthMetricAccumulator
     from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth, predict_full
     from corda.errors import CordaError, DataError, brief_error
@@ -42,7 +43,6 @@ def main(
     from corda.io import file_hash, read_json, staged_outputs, write_json
     from corda.log import progress
     from corda.models.depth_net import DepthNet
-    from corda.segmentation import resolve_device
 
     p = load_params(params)
     cfg = section(p, "depth", DepthStageConfig)

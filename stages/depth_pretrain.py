@@ -31,12 +31,12 @@ def main(
     """Train the depth networks; writes models/depth/ and dvclive/depth_pretrain/."""
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
+    from corda.device import resolve_device
     from corda.depth.pretrain import DepthStageConfig, depth_fields, recorded_config, train_depth
     from corda.engine import write_dvclive
     from corda.errors import ConfigError
     from corda.io import file_hash, save_torch, staged_outputs
     from corda.log import progress
-    from corda.segmentation import resolve_device
 
     p = load_params(params)
     cfg = section(p, "depth", DepthStageConfig)

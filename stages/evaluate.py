@@ -52,12 +52,13 @@ def main(
     from corda import report
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.device import resolve_device
     from corda.inference import confusion_over, iterate_batches, segment
     from corda.io import read_json, staged_outputs, write_json, write_text
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.metrics import export_label_ids
-    from corda.segmentation import load_model, resolve_device
+    from corda.segmentation import load_model
     from corda.uda import depth_discrepancy_weight
     from corda.data.codecs import inv_to_depth
 

@@ -59,11 +59,12 @@ def main(
     """Segmentation, depth and difficulty maps for your own images, from a trained checkpoint."""
     import numpy as np
 
+    from corda.device import resolve_device
     from corda.io import file_hash
     from corda.labels import CLASS_NAMES
     from corda.log import progress
     from corda.predict import PredictionWriter, find_images, run_predict
-    from corda.segmentation import load_model, resolve_device
+    from corda.segmentation import load_model
 
     items = find_images(inputs)
     height = input_height or default_input_height(params)

@@ -58,6 +58,7 @@ def main(
     from corda import report
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
+    from corda.device import resolve_device
     from corda.distributed import shard_range
     from corda.h5io import write_pseudo_h5
     from corda.inference import iterate_batches
@@ -65,7 +66,7 @@ def main(
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.pseudo import PseudoLabelDiagnostics, pseudo_label_batch
-    from corda.segmentation import load_model, resolve_device
+    from corda.segmentation import load_model
 
     p = load_params(params)
     cfg = section(p, "pseudo_labels", PseudoConfig)

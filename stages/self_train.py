@@ -48,8 +48,9 @@ def main(
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
 ) -> None:
     """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
+    from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
+    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
 
     p = load_params(params)
     mcfg = section(p, "model", ModelConfig)

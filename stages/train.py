@@ -39,8 +39,9 @@ def main(
 ) -> None:
     """Train one segmentation method on the embedded benchmark or real data; writes models/<method>.pt."""
     from corda.errors import ConfigError
+    from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, resolve_device, set_seeds
+    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
 
     method = Method(method).value  # typer gives the enum; a direct call may pass the string
     p = load_params(params)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corda.colour import hsv_to_rgb, rgb_to_hsv
 from corda.losses.segmentation import weighted_ce
 from corda.uda import (
     _adjust,
@@ -19,9 +20,7 @@ from corda.uda import (
     depth_discrepancy_weight,
     ema_update,
     gaussian_blur,
-    hsv_to_rgb,
     mix,
-    rgb_to_hsv,
     strong_augment,
 )
 

@@ -33,13 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corda.colour import hsv_to_rgb, rgb_to_hsv
 from corda.config import field
 from corda.errors import ConfigError, CordaError
 from corda.geometry import disp_to_depth, pose_to_matrix, stereo_transform, warp
 from corda.losses.photometric import edge_aware_smoothness, min_reprojection, photometric_error
 from corda.models.depth_net import DepthNet
 from corda.models.pose_net import PoseNet
-from corda.uda import hsv_to_rgb, rgb_to_hsv
 
 Mode = Literal["stereo", "mono", "mono+stereo"]
 
