@@ -85,7 +85,8 @@ def main() -> None:
     from corda.inference import confusion_over, iterate_batches
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
-    from corda.segmentation import ModelConfig, TrainConfig, resolve_device, run_training, seg_datasets, set_seeds
+    from corda.device import resolve_device
+    from corda.segmentation import ModelConfig, TrainConfig, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
 
     setup_logging("WARNING")

@@ -52,7 +52,7 @@ dataset         dtype      shape      meaning
 
 Attributes: ``kind="depth"``, ``encoding`` (text of the encoding above), ``min_depth_m``,
 ``max_depth_m`` (float, the depth range of the producing network / clip range), ``mode``
-(``"ground_truth" | "stereo" | "mono" | "mono+stereo"``), ``model_hash`` (hash of the depth network
+(``"ground_truth" | "stereo" | "mono" | "mono+stereo" | "files"``: released depth, corda.data.depth_files), ``model_hash`` (hash of the depth network
 checkpoint, ``""`` for ground truth), ``domain`` (e.g. ``"cityscapes"``), ``height``, ``width``.
 
 Pseudo-label file (:data:`PSEUDO_SCHEMA`, ``kind="pseudo_labels"``)
@@ -103,7 +103,7 @@ log = logging.getLogger(__name__)
 
 #: Root attribute listing the attributes stored as JSON text (dicts).
 JSON_ATTRS_KEY = "json_attrs"
-DEPTH_MODES = ("ground_truth", "stereo", "mono", "mono+stereo")
+DEPTH_MODES = ("ground_truth", "stereo", "mono", "mono+stereo", "files")
 DEPTH_ENCODING = (
     "inv_depth t = 655.36/(z+0.01) for metric depth z in metres (mono: raw/256+1, not metric); "
     "t >= 1 and t == 1.0 = invalid. depth_m: metres, NaN = invalid"

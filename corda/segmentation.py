@@ -77,11 +77,19 @@ class TrainConfig(SegTrainConfig):
     # sgd = the paper's SGD with momentum (§5); adamw (ours, for training from scratch): decoupled weight decay,
     # betas (0.9, 0.999); ``momentum`` is then unused.
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    # Source resize filters (§5): the original resizes GTA5/SYNTHIA images bicubic, GTA5 depth bilinear
+    # (cv2.INTER_LINEAR, blending the invalid 1.0 into its neighbours, §9.12) and SYNTHIA depth nearest.
+    source_image_resample: Literal["bilinear", "bicubic"] = "bilinear"
+    source_depth_resample: Literal["nearest", "bilinear"] = "nearest"  # nearest = intended (exact invalid)
     lr: float = field(2.5e-4, gt=0)
     head_lr_mult: float = field(10.0, gt=0)
     momentum: float = field(0.9, min=0, max=1)
     weight_decay: float = field(5e-4, min=0)
     poly_power: float = field(0.9, min=0)
+    # The original's optimiser lists a backbone tensor once per enclosing module (stem conv 1×, block convs
+    # 3×, downsample convs 4×) and torch 1.7.1 then updates it that many times per step (corda.optim).
+    # True = faithful (the presets), False = each tensor once (intended; the default).
+    duplicate_backbone_updates: bool = False
     eval_every: int = field(5000, min=0)  # target-val mIoU during training; 0 = only at the end
     eval_items: int = field(0, min=0)  # 0 = the whole val split
     checkpoint_every: int = field(5000, min=1)
@@ -128,11 +136,26 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
     return student, teacher
 
 
-def make_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimizer:
-    """The segmentation optimizer over :func:`param_groups` (backbone at ``lr``, the rest ×head_lr_mult)."""
-    groups = param_groups(student, tcfg.lr, tcfg.head_lr_mult)
+def build_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer over :func:`param_groups` (backbone at ``lr``, the rest ×head_lr_mult, §5).
+
+    ``train.optimizer: adamw`` (ours, from scratch) or SGD; with SGD, ``train.duplicate_backbone_updates``
+    applies the original's k updates per step of a backbone tensor its 1× generator lists k times
+    (:mod:`corda.optim`); off = torch's SGD.
+    """
     if tcfg.optimizer == "adamw":
+        if tcfg.duplicate_backbone_updates:
+            from corda.errors import ConfigError
+
+            raise ConfigError("train.duplicate_backbone_updates reproduces the authors' SGD; it needs "
+                              "train.optimizer: sgd")
+        groups = param_groups(student, tcfg.lr, tcfg.head_lr_mult)
         return torch.optim.AdamW(groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    groups = param_groups(student, tcfg.lr, tcfg.head_lr_mult, authors_repeats=tcfg.duplicate_backbone_updates)
+    if tcfg.duplicate_backbone_updates:
+        from corda.optim import RepeatedSGD
+
+        return RepeatedSGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
     return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
 
 
@@ -200,7 +223,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
             teacher.load_state_dict(init_state)
     compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
-    optimizer = make_optimizer(student, tcfg)
+    optimizer = build_optimizer(student, tcfg)
     fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
     trainer = Trainer(modules=modules, optimizer=optimizer, step_fn=lambda s: None, iterations=tcfg.iterations,
                       lr_at=lambda s: poly_lr(tcfg.lr, s, tcfg.iterations, tcfg.poly_power), scratch=scratch,
@@ -267,7 +290,8 @@ def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_l
     from corda.data.datasets import SegDepthDataset
 
     src = SegDepthDataset(splits["source"], ("image", "label", "depth"), tcfg.source_resize_hw, tcfg.crop_hw,
-                          depth_h5=str(Path(depth_dir) / "source.h5"), seed=tcfg.seed)
+                          depth_h5=str(Path(depth_dir) / "source.h5"), seed=tcfg.seed,
+                          image_resample=tcfg.source_image_resample, depth_resample=tcfg.source_depth_resample)
     tgt_fields = ("image", "depth") + (("label",) if with_target_labels else ())
     tgt = SegDepthDataset(splits["target_train"], tgt_fields, tcfg.target_resize_hw, tcfg.crop_hw,
                           depth_h5=str(Path(depth_dir) / "target.h5"), seed=tcfg.seed + 1)

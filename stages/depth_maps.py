@@ -32,7 +32,7 @@ def main(
     import torch
 
     from corda.data import codecs
-    from corda.data.datasets import SegDepthDataset
+    from corda.data.datasets import SegDepthDataset, image_hw
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
     from corda.depth.metrics import DepthMetricAccumulator
@@ -95,10 +95,23 @@ def main(
         metrics: dict = {"mode": cfg.mode, "source": cfg.source}
         for domain in ("source", "target"):
             index = splits["source" if domain == "source" else "target_train"]
+            # Depth below 0.1 m counts as invalid for network and released depth (the original's Cityscapes
+            # reading); dataset ground truth keeps it, as the original's SYNTHIA/GTA5 readers do (§2.2).
+            min_valid_m = codecs.MIN_VALID_M
             if domain == "source" and cfg.source == "ground_truth":
                 ds = SegDepthDataset(index, ("depth",), None, None)
                 items = ((ds[i]["name"], codecs.inv_to_depth(ds[i]["depth"][0].numpy())) for i in range(len(ds)))
                 attrs = {"mode": "ground_truth", "model_hash": "", "domain": domain}
+                min_valid_m = 0.0
+            elif domain == "target" and cfg.target == "files":
+                from corda.data.depth_files import read_released_depth, released_depth_path
+
+                ds = index
+                items = ((n, read_released_depth(released_depth_path(cfg.target_files_root, index.split, n),
+                                                 image_hw(index.path("image", i))))
+                         for i, n in enumerate(index.names))
+                attrs = {"mode": "files", "model_hash": "", "domain": domain,
+                         "files_root": str(cfg.target_files_root)}
             else:
                 net, h = load_net(domain)
                 scale = mono_scale(net, index) if cfg.mode == "mono" else 1.0
@@ -107,7 +120,7 @@ def main(
                 items = ((n, d * scale) for n, d in export_depth(net, cfg, iterate_batches(ds, batch_size), device))
                 attrs = {"mode": cfg.mode, "model_hash": h, "domain": domain}
             attrs |= {"min_depth_m": cfg.min_depth_m, "max_depth_m": cfg.max_depth_m}
-            rows = ((n, codecs.depth_to_inv(d), d.astype(np.float16))
+            rows = ((n, codecs.depth_to_inv(d, min_valid_m=min_valid_m), d.astype(np.float16))
                     for n, d in progress(items, len(ds), f"depth maps {domain}"))
             write_depth_h5(staged[out_dir] / f"{domain}.h5", rows, len(ds), attrs)
 

@@ -276,7 +276,7 @@ def test_depth_png_of_the_wrong_dtype(syn_copy):
     depth = syn_copy / "Depth" / "Depth" / "0000000.png"
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(depth)
     msg = _fails(syn_copy, "synthia", ("depth",), "Depth/Depth/0000000.png")
-    assert "3-channel uint8" in msg and "single-channel 16-bit" in msg
+    assert "3-channel uint8" in msg and "16-bit (uint16) PNG, single-channel or RGB" in msg
     Image.fromarray(np.zeros((H, W), np.uint8)).save(depth)
     _fails(syn_copy, "synthia", ("depth",), "Depth/Depth/0000000.png", "uint16")
 

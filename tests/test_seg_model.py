@@ -432,13 +432,13 @@ def test_kaiming_init_scales_convs_by_fan_out_and_keeps_predictors_small():
 
 
 def test_adamw_optimizer_switch():
-    from corda.segmentation import ModelConfig, TrainConfig, build_model, make_optimizer
+    from corda.segmentation import ModelConfig, TrainConfig, build_model, build_optimizer
 
     model = build_model(ModelConfig(backbone="resnet18", output_stride=16, head="decoder4", init="kaiming",
                                     task_channels=16, bottleneck=8, decoder_channels=24), "corda")
-    assert isinstance(make_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, head_lr_mult=1.0)),
+    assert isinstance(build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, head_lr_mult=1.0)),
                       torch.optim.AdamW)
-    sgd = make_optimizer(model, TrainConfig())
+    sgd = build_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[1]["lr"] == 10 * sgd.param_groups[0]["lr"]
 
 

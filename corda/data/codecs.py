@@ -21,14 +21,17 @@ MIN_VALID_M = 0.1
 MAX_DEPTH_M = 655.35
 
 
-def depth_to_inv(z_m: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+def depth_to_inv(z_m: np.ndarray, valid: np.ndarray | None = None,
+                 min_valid_m: float = MIN_VALID_M) -> np.ndarray:
     """Metric depth (m) → CorDA inverse-depth encoding (float32); invalid → exactly 1.0.
 
     Mirrors the Cityscapes-stereo reading of the original: clip to [0, 655.35], z < 0.1 → 655.35,
-    then 655.36 / (z + 0.01), which gives exactly 1.0 for invalid pixels.
+    then 655.36 / (z + 0.01), which gives exactly 1.0 for invalid pixels. ``min_valid_m=0`` keeps
+    near depth valid, as the original's SYNTHIA reading (65536 / (cm + 1) for every cm < 65535) does:
+    the ``depth_maps`` round trip of dataset ground truth uses it, so SYNTHIA depth ≤ 10 cm stays valid.
     """
     z = np.clip(np.asarray(z_m, dtype=np.float64), 0.0, MAX_DEPTH_M)
-    bad = ~np.isfinite(z) | (z < MIN_VALID_M)
+    bad = ~np.isfinite(z) | (z < min_valid_m)
     if valid is not None:
         bad |= ~valid
     z = np.where(bad, MAX_DEPTH_M, z)
@@ -62,6 +65,19 @@ def synthia_raw_to_depth(raw: np.ndarray) -> np.ndarray:
     """SYNTHIA uint16 depth → metric depth (m); 65535 → NaN (sky / beyond range)."""
     z = raw.astype(np.float32) / 100.0
     return np.where(raw == 65535, np.nan, z).astype(np.float32)
+
+
+def rgb16_to_gray_libpng(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint16 RGB → (H, W) uint16 grey exactly as libpng's ``png_set_rgb_to_gray(1, 0.299, 0.587)``.
+
+    That is what ``cv2.imread(path, cv2.IMREAD_ANYDEPTH)`` (grey, any depth) gives for a 16-bit colour PNG,
+    the original's SYNTHIA depth reader: libpng truncates the weights to 15-bit integers (0.299 → 9797,
+    0.587 → 19234, blue = 32768 − both = 3737) and rounds ``(r·R + g·G + b·B + 16384) >> 15`` per pixel
+    on the channels in their stored (R, G, B) order. Equal channels give back their value.
+    """
+    c = rgb.astype(np.uint64)
+    g = (9797 * c[..., 0] + 19234 * c[..., 1] + 3737 * c[..., 2] + 16384) >> 15
+    return g.astype(np.uint16)
 
 
 def mono_raw_to_inv(raw: np.ndarray) -> np.ndarray:

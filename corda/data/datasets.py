@@ -249,12 +249,45 @@ def read_label(path: str | os.PathLike, kind: str, image_hw: tuple[int, int] | N
     return L.map_labels(raw, lut)
 
 
+def _png_depth_and_colour(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None when the file is not a PNG."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _read_png16_colour(path: Path, what: str) -> np.ndarray:
+    """A 16-bit RGB(A) PNG → (H, W) uint16 as ``cv2.imread(path, cv2.IMREAD_ANYDEPTH)`` returns it.
+
+    PIL cannot keep 16 bits per colour channel, so these files are decoded with pypng. OpenCV's PNG
+    decoder (libpng) turns colour into grey for that flag with ``png_set_rgb_to_gray(0.299, 0.587)``:
+    :func:`corda.data.codecs.rgb16_to_gray_libpng`. SYNTHIA-RAND-CITYSCAPES ships its depth as three
+    identical 16-bit channels, for which that is exactly the stored value (the weights sum to 1).
+    """
+    import png  # pypng: pure Python, handles 16-bit multi-channel PNGs
+
+    try:
+        w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+        a = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, info["planes"])
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt or truncated {what} PNG ({exc}); re-extract this file") from exc
+    return codecs.rgb16_to_gray_libpng(a[..., :3])
+
+
 def _read_uint16(path: Path, what: str) -> np.ndarray:
+    hdr = _png_depth_and_colour(path)
+    if hdr is not None and hdr[0] == 16 and hdr[1] in (2, 6):  # 16-bit RGB / RGBA
+        return _read_png16_colour(path, what)
     raw = read_image(path, mode=None)
     if raw.ndim != 2 or raw.dtype != np.uint16:
         found = f"{raw.shape[2]}-channel {raw.dtype}" if raw.ndim == 3 else f"single-channel {raw.dtype}"
-        raise DataError(f"{path}: {what} PNG is {found}; a single-channel 16-bit (uint16) PNG is expected "
-                        "(re-extract the dataset file, or convert it without rescaling)")
+        raise DataError(f"{path}: {what} PNG is {found}; a 16-bit (uint16) PNG, single-channel or RGB, is "
+                        "expected (re-extract the dataset file, or convert it without rescaling)")
     return raw
 
 
@@ -302,6 +335,11 @@ def read_camera(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return K, b
 
 
+def image_hw(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file from its header (one-line DataError when missing or corrupt)."""
+    return _image_hw(Path(path))
+
+
 def _image_hw(path: Path) -> tuple[int, int]:
     """(H, W) of an image from its header only (when the pixels are not needed)."""
     if not path.is_file():
@@ -323,6 +361,19 @@ def resize_array(a: np.ndarray, hw: tuple[int, int],
         return a
     img = Image.fromarray(np.ascontiguousarray(a))
     return np.asarray(img.resize((hw[1], hw[0]), resample=_RESAMPLE[method]))
+
+
+def resize_depth(a: np.ndarray, hw: tuple[int, int], method: Literal["nearest", "bilinear"]) -> np.ndarray:
+    """Resize an (H, W) float32 depth map. ``nearest``: PIL nearest (:func:`resize_array`). ``bilinear``: the
+    original's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``, i.e. half-pixel-centre sampling
+    (align_corners=False) with the two nearest source rows/columns, no antialiasing when shrinking, so an
+    invalid 1.0 next to valid depth becomes a blend of both (method.md §9.12)."""
+    if a.shape[:2] == tuple(hw) or method == "nearest":
+        return resize_array(a, hw, "nearest")
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+    out = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False,
+                                          antialias=False)
+    return out[0, 0].numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,19 +429,30 @@ class SegDepthDataset(torch.utils.data.Dataset):
         strict: check each file's content when read (label ids within the table, label size equal
             to the image's); missing/corrupt files and wrong depth dtypes are errors regardless.
         image_resample: "bilinear" (Cityscapes in the original) or "bicubic" (the source datasets, §5).
+        label_native: return "label" at its stored resolution while the images are resized (evaluation at
+            the labels' full resolution, method.md §6); needs ``crop_hw`` None.
+        depth_resample: "nearest" (keeps the exact 1.0 "invalid", intended) or "bilinear" (the original's
+            cv2.INTER_LINEAR for GTA5 depth, which blends invalid pixels into their neighbours, §9.12).
     """
 
     def __init__(self, index: DatasetIndex, fields: Sequence[str], resize_hw: Sequence[int] | None,
                  crop_hw: Sequence[int] | None, depth_h5: str | os.PathLike | None = None, seed: int = 0,
                  strict: bool = True, image_resample: Literal["bilinear", "bicubic"] = "bilinear",
-                 pseudo_h5: str | os.PathLike | None = None) -> None:
+                 pseudo_h5: str | os.PathLike | None = None, label_native: bool = False,
+                 depth_resample: Literal["nearest", "bilinear"] = "nearest") -> None:
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown dataset fields {unknown}; choose from {list(FIELDS)}")
         if image_resample not in ("bilinear", "bicubic"):
             raise ValueError(f"image_resample must be 'bilinear' or 'bicubic', got {image_resample!r}")
+        if depth_resample not in ("nearest", "bilinear"):
+            raise ValueError(f"depth_resample must be 'nearest' or 'bilinear', got {depth_resample!r}")
+        if label_native and crop_hw is not None:
+            raise ValueError("label_native needs crop_hw=None (a crop window has no native-resolution label)")
         self.index = index
         self.fields = tuple(dict.fromkeys(fields))
+        self.label_native = label_native
+        self.depth_resample = depth_resample
         self.resize_hw = _hw_pair(resize_hw, "resize_hw")
         self.crop_hw = _hw_pair(crop_hw, "crop_hw")
         if self.resize_hw and self.crop_hw and any(c > r for c, r in zip(self.crop_hw, self.resize_hw)):
@@ -541,14 +603,18 @@ class SegDepthDataset(torch.utils.data.Dataset):
                 sample[f] = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().div_(255.0)
         for f in ("label", "pseudo_label"):
             if f in self.fields:
+                if f == "label" and self.label_native:
+                    sample[f] = torch.from_numpy(raw[f].astype(np.int64))
+                    continue
                 lab = resize_array(raw[f], out_hw, "nearest")[win]
                 sample[f] = torch.from_numpy(lab.astype(np.int64))
         if "pseudo_weight" in self.fields:
             pw = resize_array(raw["pseudo_weight"], out_hw, "nearest")[win]
             sample["pseudo_weight"] = torch.from_numpy(np.array(pw, dtype=np.float32))
         if "depth" in self.fields:
-            # Nearest keeps the exact 1.0 "invalid" value that BerHu tests with == (method.md §2.2).
-            d = resize_array(raw["depth"].astype(np.float32, copy=False), out_hw, "nearest")[win]
+            # Nearest keeps the exact 1.0 "invalid" value that BerHu tests with == (method.md §2.2); the
+            # original resizes GTA5 depth bilinearly (cv2.INTER_LINEAR), blending invalid pixels (§9.12).
+            d = resize_depth(raw["depth"].astype(np.float32, copy=False), out_hw, self.depth_resample)[win]
             sample["depth"] = torch.from_numpy(np.array(d, dtype=np.float32))[None]
         if "disparity" in self.fields:
             disp = raw["disparity"]

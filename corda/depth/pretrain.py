@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from corda.config import field, to_dict
+from corda.errors import ConfigError
 from corda.depth.train import DepthConfig, build_depth_models, depth_train_step, predict_depth, required_keys
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, step_generator
@@ -34,6 +35,11 @@ class DepthStageConfig(DepthConfig):
     """params.yaml ``depth``: the network and losses of :class:`DepthConfig` plus the schedule."""
 
     source: Literal["ground_truth", "self_supervised"] = "ground_truth"  # source-domain depth targets
+    # Target-domain depth targets: the network trained here (self_supervised), or the authors' released
+    # Cityscapes stereo depth (files: <target_files_root>/<split>/<city>/<name>_depth_stereoscopic.mat,
+    # corda.data.depth_files), which the paper's headline results use (§2.1).
+    target: Literal["self_supervised", "files"] = "self_supervised"
+    target_files_root: str | None = None
     # Train and predict at this (H, W); predictions are upsampled to each image's size. Half resolution
     # costs 4x less and averages out sensor noise, which otherwise dominates the photometric error.
     resize_hw: tuple[int, int] | None = None
@@ -53,6 +59,9 @@ class DepthStageConfig(DepthConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         local_batch(self.batch_size, self.devices, "depth.batch_size", "depth.devices")
+        if self.target == "files" and not self.target_files_root:
+            raise ConfigError("depth.target_files_root: needed with depth.target: files (the folder holding "
+                              "<split>/<city>/<name>_depth_stereoscopic.mat)")
 
 
 def recorded_config(cfg: DepthStageConfig) -> dict:
@@ -61,6 +70,9 @@ def recorded_config(cfg: DepthStageConfig) -> dict:
     d = to_dict(cfg)
     if cfg.devices == 1:
         d.pop("devices")
+    # Where the segmentation stages take target depth from does not change the depth network.
+    d.pop("target")
+    d.pop("target_files_root")
     return d
 
 

@@ -338,16 +338,27 @@ def upsample_outputs(out: dict[str, torch.Tensor], size: tuple[int, int] | torch
     return result
 
 
-def param_groups(model: CorDANet, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
+def param_groups(model: CorDANet, lr: float, head_lr_mult: float = 10.0,
+                 authors_repeats: bool = False) -> list[dict]:
     """Optimizer groups (§1.6): trainable backbone parameters at ``lr``, the rest at ``head_lr_mult·lr``.
 
     Each group carries ``lr_mult`` so a poly scheduler can set ``group["lr"] = base · lr_mult · poly``.
-    Frozen parameters (the backbone BN affines) are left out.
+    Frozen parameters (the backbone BN affines) are left out. With ``authors_repeats`` the backbone group
+    also carries ``repeats``, how many times the original's 1× generator lists each tensor
+    (:func:`corda.optim.authors_repeat_counts`; used by :class:`corda.optim.RepeatedSGD`); the head group
+    has no duplicates in the original and gets none.
     """
     backbone_ids = {id(p) for p in model.backbone.parameters()}
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     heads = [p for p in model.parameters() if p.requires_grad and id(p) not in backbone_ids]
-    return [
+    groups = [
         {"params": backbone, "lr": lr, "lr_mult": 1.0},
         {"params": heads, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult},
     ]
+    if authors_repeats:
+        from corda.optim import authors_repeat_counts
+
+        counts = authors_repeat_counts(model.backbone)
+        groups[0]["repeats"] = [counts[id(p)] for p in backbone]
+        groups[1]["repeats"] = [1] * len(heads)
+    return groups
