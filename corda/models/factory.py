@@ -1,0 +1,38 @@
+"""The one place that turns ``model`` params into a network: DeepLab-v2 CorDA (the paper's) or MiT + DAFormer.
+
+``model.architecture`` chooses: ``deeplabv2`` builds :class:`corda.models.corda_net.CorDANet` from exactly the
+keys it always took, so that network and its defaults are unchanged; ``daformer`` builds
+:class:`corda.models.daformer_head.DAFormerCorDANet` with encoder ``model.mit``. Keys that only describe
+DeepLab-v2 (``backbone``, ``output_stride``, ``aspp_branches``, ``initial_seg_head``, ``freeze_bn_affine``) are
+ignored by the DAFormer network: its encoder is fixed by ``model.mit``, its outputs are at stride 4, and its
+initial prediction is a 1×1 conv on the pre-exchange features.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import nn
+
+from corda.errors import ConfigError
+
+Architecture = Literal["deeplabv2", "daformer"]
+
+# ModelConfig keys that only the DeepLab-v2 network reads.
+DEEPLAB_ONLY = ("backbone", "output_stride", "aspp_branches", "initial_seg_head", "freeze_bn_affine",
+                "conv_init_std")
+
+
+def build_network(architecture: Architecture = "deeplabv2", mit: str = "b5", **kwargs: Any) -> nn.Module:
+    """A segmentation(+depth) network; ``kwargs`` are the remaining ``model`` keys (and ``depth``)."""
+    if architecture == "deeplabv2":
+        from corda.models.corda_net import CorDANet
+
+        return CorDANet(**kwargs)
+    if architecture == "daformer":
+        from corda.models.daformer_head import DAFormerCorDANet
+
+        for key in DEEPLAB_ONLY:
+            kwargs.pop(key, None)
+        return DAFormerCorDANet(mit=mit, **kwargs)  # type: ignore[arg-type]
+    raise ConfigError(f"model.architecture: {architecture!r} is not one of ['deeplabv2', 'daformer']")
