@@ -21,6 +21,8 @@ from corda.config import field, to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.models.corda_net import CorDANet, param_groups
+from corda.models.factory import ArchitectureConfig
+from corda.recipe import RecipeConfig
 from corda.precision import (
     CompileMode,
     Precision,
@@ -36,8 +38,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """params.yaml ``model``: the CorDA network (method.md §1)."""
+class ModelConfig(ArchitectureConfig):
+    """params.yaml ``model``: the CorDA network (method.md §1); ``architecture``/``mit`` choose DeepLab-v2 or
+    MiT + DAFormer (:mod:`corda.models.factory`)."""
 
     backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet101"
     pretrained: str | None = None  # local torchvision ImageNet or DeepLab COCO checkpoint; None = from scratch
@@ -53,7 +56,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TrainConfig(SegTrainConfig):
+class TrainConfig(SegTrainConfig, RecipeConfig):
     """params.yaml ``train``: the loss weights/switches of :class:`SegTrainConfig` plus the schedule (§5).
 
     ``method`` and ``target_ce_weight`` are not params keys: each DVC stage passes ``method`` on the command

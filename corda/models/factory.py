@@ -10,13 +10,23 @@ initial prediction is a 1×1 conv on the pre-exchange features.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch import nn
 
 from corda.errors import ConfigError
+from corda.models.mit import MitVariant
 
 Architecture = Literal["deeplabv2", "daformer"]
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    """``model`` keys choosing the network; ``corda.segmentation.ModelConfig`` inherits them."""
+
+    architecture: Architecture = "deeplabv2"  # the paper's DeepLab-v2 ResNet | MiT + DAFormer decoder
+    mit: MitVariant = "b5"  # MiT variant when architecture is daformer (DAFormer: b5)
 
 # ModelConfig keys that only the DeepLab-v2 network reads.
 DEEPLAB_ONLY = ("backbone", "output_stride", "aspp_branches", "initial_seg_head", "freeze_bn_affine",
