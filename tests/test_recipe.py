@@ -21,7 +21,8 @@ def test_warmup_then_poly():
 
 
 def test_adamw_groups():
-    net = DAFormerCorDANet(mit="b0", depth=True)
+    with torch.device("meta"):  # grouping needs names and shapes only
+        net = DAFormerCorDANet(mit="b0", depth=True)
     groups = adamw_param_groups(net, lr=6e-5, weight_decay=0.01, head_lr_mult=10.0, no_decay_norm=True)
     enc = {id(p) for p in net.backbone.parameters()}
     by = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]} for g in groups}
@@ -46,3 +47,39 @@ def test_recipe_keys_validate():
                      ({"fd_weight": -1.0}, "train.fd_weight")):
         with pytest.raises(ConfigError, match=key):
             from_mapping(TrainConfig, bad, "train")
+
+
+def test_architecture_keys_validate_and_select_the_network():
+    from corda.models.corda_net import CorDANet
+    from corda.models.daformer_head import DAFormerCorDANet
+    from corda.segmentation import ModelConfig, build_model
+
+    base = {"backbone": "resnet18", "output_stride": 16, "input_norm": "imagenet"}
+    mcfg = from_mapping(ModelConfig, {**base, "architecture": "daformer", "mit": "b0"}, "model")
+    with torch.device("meta"):  # which network, not its weights
+        assert type(build_model(from_mapping(ModelConfig, base, "model"), "dacs")) is CorDANet  # default
+        net = build_model(mcfg, "dacs")
+    assert isinstance(net, DAFormerCorDANet) and not net.depth  # DACS on DAFormer = DAFormer alone
+    with pytest.raises(ConfigError, match="model.mit"):
+        from_mapping(ModelConfig, {"mit": "b6"}, "model")
+    with pytest.raises(ConfigError, match="model.architecture"):
+        from_mapping(ModelConfig, {"architecture": "segformer"}, "model")
+
+
+def test_train_step_runs_on_the_daformer_network(one_thread):
+    """The CorDA training step consumes the DAFormer network unchanged (same output keys, any stride)."""
+    import copy
+
+    from corda.seg_train import SegTrainConfig, build_seg_model, train_step
+
+    torch.manual_seed(0)
+    student = build_seg_model("corda", architecture="daformer", mit="b0", input_norm="imagenet")
+    teacher = copy.deepcopy(student).requires_grad_(False)
+    b, h, w = 1, 32, 64
+    src = {"image": torch.rand(b, 3, h, w), "label": torch.randint(0, 19, (b, h, w)),
+           "depth": torch.rand(b, 1, h, w)}
+    tgt = {"image": torch.rand(b, 3, h, w), "depth": torch.rand(b, 1, h, w)}
+    out = train_step(student, teacher, src, tgt, SegTrainConfig(method="corda"), 0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["depth_src"] > 0 and out["seg_mix"] > 0
+    out["loss"].backward()
+    assert student.head_d_src.weight.grad is not None and student.backbone.patch_embed1.proj.weight.grad is not None
