@@ -8,7 +8,14 @@ baseline, then the faster paths of `train.precision` / `train.channels_last` mea
 printed with their ratio; then
 inference images/s at 512×1024.
 
+``--architecture daformer`` measures the same rows for MiT + DAFormer decoder + CorDA's depth pieces (issue 21;
+``--mit b5`` as DAFormer) with DAFormer's AdamW groups (corda.recipe.adamw_param_groups) instead of SGD. DAFormer
+reports about 16 h for its 40k iterations on one RTX 2080 Ti (≈1.44 s/step, batch 2+2, 512×512) with 9.7 GB; its
+step has no depth branch and adds the ImageNet feature distance's frozen-encoder forward, which this step omits.
+
     python benchmarks/train_step.py                 # GPU: the paper's configuration
+    python benchmarks/train_step.py --architecture daformer          # GPU: MiT-B5 DAFormer + CorDA
+    python benchmarks/train_step.py --architecture daformer --mit b0 --crop 64 --batch 1 --steps 2   # CPU smoke
     python benchmarks/train_step.py --backbone resnet18 --crop 128 --batch 2 --steps 3   # CPU smoke check
 
 Needs only torch and torchvision (plus this repository's `corda` package).
@@ -32,19 +39,33 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def paper_step(backbone: str, batch: int, crop: int, device, channels_last: bool = False, compile: str = "eager"):
-    """The CorDA step's parts at the paper's setting: (student, EMA teacher, SGD, source batch, target batch,
-    step config), random inputs of ``batch`` + ``batch`` images of ``crop``² (also used by host_overhead.py)."""
+def model_kwargs(backbone: str, architecture: str = "deeplabv2", mit: str = "b5") -> dict:
+    """``build_seg_model`` keywords: DeepLab-v2 at output stride 8, or MiT-``mit`` + DAFormer decoder."""
+    if architecture == "daformer":
+        return dict(architecture="daformer", mit=mit, input_norm="imagenet")
+    return dict(backbone=backbone, output_stride=8)
+
+
+def paper_step(backbone: str, batch: int, crop: int, device, channels_last: bool = False, compile: str = "eager",
+               architecture: str = "deeplabv2", mit: str = "b5"):
+    """The CorDA step's parts at the paper's setting: (student, EMA teacher, optimizer, source batch, target batch,
+    step config), random inputs of ``batch`` + ``batch`` images of ``crop``² (also used by host_overhead.py).
+    The optimizer is the paper's SGD, or DAFormer's AdamW groups for ``architecture="daformer"``."""
     from corda.precision import compile_networks, memory_format, to_layout
     from corda.seg_train import SegTrainConfig, build_seg_model
 
     torch.manual_seed(0)
-    student = build_seg_model("corda", backbone=backbone, output_stride=8).to(
+    student = build_seg_model("corda", **model_kwargs(backbone, architecture, mit)).to(
         device, memory_format=memory_format(channels_last))
     teacher = copy.deepcopy(student).requires_grad_(False)
     torch._dynamo.reset()
     compile_networks(compile, student, teacher)  # as run_training does
-    opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
+    if architecture == "daformer":
+        from corda.recipe import adamw_param_groups
+
+        opt = torch.optim.AdamW(adamw_param_groups(student, 6e-5, 0.01), lr=6e-5, betas=(0.9, 0.999))
+    else:
+        opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=2.5e-4, momentum=0.9)
     b, c = batch, crop
     src = to_layout({"image": torch.rand(b, 3, c, c, device=device),
                      "label": torch.randint(0, 19, (b, c, c), device=device),
@@ -62,7 +83,8 @@ def run(variant: dict, args, device) -> tuple[float, float]:
     precision = variant["precision"]
     configure_backends(precision, device)  # TF32 and cudnn.benchmark as in training
     student, teacher, opt, src, tgt, cfg = paper_step(args.backbone, args.batch, args.crop, device,
-                                                      variant["channels_last"], variant.get("compile", "eager"))
+                                                      variant["channels_last"], variant.get("compile", "eager"),
+                                                      args.architecture, args.mit)
     gen = torch.Generator().manual_seed(0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -88,7 +110,7 @@ def run(variant: dict, args, device) -> tuple[float, float]:
 def inference(args, device, bf16: bool) -> float:
     from corda.seg_train import build_seg_model
 
-    model = build_seg_model("corda", backbone=args.backbone, output_stride=8).to(device).eval()
+    model = build_seg_model("corda", **model_kwargs(args.backbone, args.architecture, args.mit)).to(device).eval()
     x = torch.rand(1, 3, args.crop, 2 * args.crop, device=device)
     times = []
     for i in range(args.warmup + args.steps):
@@ -106,6 +128,9 @@ def inference(args, device, bf16: bool) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="resnet101")
+    ap.add_argument("--architecture", default="deeplabv2", choices=["deeplabv2", "daformer"])
+    ap.add_argument("--mit", default="b5", choices=["b0", "b1", "b2", "b3", "b4", "b5"],
+                    help="MiT variant with --architecture daformer")
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--batch", type=int, default=2, help="source images = target images per step")
     ap.add_argument("--steps", type=int, default=20)
@@ -135,7 +160,8 @@ def main() -> None:
             continue
         rows.append((name, sec, 2 * args.batch / sec, peak))
     dev = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"device: {dev}, torch {torch.__version__}, {args.backbone} OS8, crop {args.crop}, batch {args.batch}+{args.batch}")
+    net = f"MiT-{args.mit.upper()} DAFormer" if args.architecture == "daformer" else f"{args.backbone} OS8"
+    print(f"device: {dev}, torch {torch.__version__}, {net}, crop {args.crop}, batch {args.batch}+{args.batch}")
     print("| path | ms/step | images/s | peak GiB | speed-up |")
     print("|---|---:|---:|---:|---:|")
     for name, sec, ips, peak in rows:

@@ -36,6 +36,7 @@ from corda.config import field
 from corda.errors import ConfigError, DataError
 from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
 from corda.models.corda_net import CorDANet, upsample_outputs
+from corda.models.factory import build_network
 from corda.uda import (
     classmix_masks,
     confidence_weight,
@@ -83,10 +84,11 @@ class SegTrainConfig:
 
 
 def build_seg_model(method: Method = "corda", **model_kwargs: Any) -> CorDANet:
-    """A :class:`CorDANet` for ``method``: DACS gets ``depth=False`` unless told otherwise."""
+    """The network of ``model.architecture`` (:func:`corda.models.factory.build_network`; a :class:`CorDANet`
+    by default) for ``method``: DACS gets ``depth=False`` unless told otherwise."""
     if method == "dacs":
         model_kwargs.setdefault("depth", False)
-    return CorDANet(**model_kwargs)
+    return build_network(**model_kwargs)
 
 
 @torch.no_grad()

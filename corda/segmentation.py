@@ -21,6 +21,8 @@ from corda.config import field, to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.models.corda_net import CorDANet, param_groups
+from corda.models.factory import ArchitectureConfig
+from corda.recipe import RecipeConfig
 from corda.precision import (
     CompileMode,
     Precision,
@@ -36,8 +38,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """params.yaml ``model``: the CorDA network (method.md §1)."""
+class ModelConfig(ArchitectureConfig):
+    """params.yaml ``model``: the CorDA network (method.md §1); ``architecture``/``mit`` choose DeepLab-v2 or
+    MiT + DAFormer (:mod:`corda.models.factory`)."""
 
     backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet101"
     pretrained: str | None = None  # local torchvision ImageNet or DeepLab COCO checkpoint; None = from scratch
@@ -58,7 +61,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TrainConfig(SegTrainConfig):
+class TrainConfig(SegTrainConfig, RecipeConfig):
     """params.yaml ``train``: the loss weights/switches of :class:`SegTrainConfig` plus the schedule (§5).
 
     ``method`` and ``target_ce_weight`` are not params keys: each DVC stage passes ``method`` on the command
@@ -74,9 +77,6 @@ class TrainConfig(SegTrainConfig):
     crop_hw: tuple[int, int] = field((512, 512), min=8)
     source_resize_hw: tuple[int, int] | None = None  # resize before cropping (§5: 720×1280); None = keep
     target_resize_hw: tuple[int, int] | None = None  # (§5: 512×1024)
-    # sgd = the paper's SGD with momentum (§5); adamw (ours, for training from scratch): decoupled weight decay,
-    # betas (0.9, 0.999); ``momentum`` is then unused.
-    optimizer: Literal["sgd", "adamw"] = "sgd"
     # Source resize filters (§5): the original resizes GTA5/SYNTHIA images bicubic, GTA5 depth bilinear
     # (cv2.INTER_LINEAR, blending the invalid 1.0 into its neighbours, §9.12) and SYNTHIA depth nearest.
     source_image_resample: Literal["bilinear", "bicubic"] = "bilinear"
@@ -136,6 +136,17 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
     return student, teacher
 
 
+def lr_at(tcfg: TrainConfig, step: int) -> float:
+    """The base learning rate of ``step``: poly decay (§5), after DAFormer's linear warm-up when
+    ``train.warmup_iters`` > 0 (:func:`corda.recipe.warmup_poly_factor`)."""
+    if tcfg.warmup_iters:
+        from corda.recipe import warmup_poly_factor
+
+        return tcfg.lr * warmup_poly_factor(step, tcfg.iterations, tcfg.poly_power, tcfg.warmup_iters,
+                                            tcfg.warmup_ratio)
+    return poly_lr(tcfg.lr, step, tcfg.iterations, tcfg.poly_power)
+
+
 def build_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer over :func:`param_groups` (backbone at ``lr``, the rest ×head_lr_mult, §5).
 
@@ -149,8 +160,10 @@ def build_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimiz
 
             raise ConfigError("train.duplicate_backbone_updates reproduces the authors' SGD; it needs "
                               "train.optimizer: sgd")
-        groups = param_groups(student, tcfg.lr, tcfg.head_lr_mult)
-        return torch.optim.AdamW(groups, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        from corda.recipe import adamw_param_groups
+
+        groups = adamw_param_groups(student, tcfg.lr, tcfg.weight_decay, tcfg.head_lr_mult, tcfg.no_decay_norm)
+        return torch.optim.AdamW(groups, lr=tcfg.lr, betas=tuple(tcfg.adam_betas), weight_decay=tcfg.weight_decay)
     groups = param_groups(student, tcfg.lr, tcfg.head_lr_mult, authors_repeats=tcfg.duplicate_backbone_updates)
     if tcfg.duplicate_backbone_updates:
         from corda.optim import RepeatedSGD
@@ -226,7 +239,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     optimizer = build_optimizer(student, tcfg)
     fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
     trainer = Trainer(modules=modules, optimizer=optimizer, step_fn=lambda s: None, iterations=tcfg.iterations,
-                      lr_at=lambda s: poly_lr(tcfg.lr, s, tcfg.iterations, tcfg.poly_power), scratch=scratch,
+                      lr_at=lambda s: lr_at(tcfg, s), scratch=scratch,
                       fingerprint=fp, checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
                       eval_fn=(lambda s: eval_fn(student, s)) if eval_fn and dist.is_main else None,
                       eval_every=tcfg.eval_every or tcfg.iterations,

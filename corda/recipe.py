@@ -1,0 +1,93 @@
+"""DAFormer's training recipe as config keys and pure functions (Hoyer et al., CVPR 2022, §3.2–§3.4, §4.1).
+
+Values from DAFormer's release (``configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0``
+and its bases ``schedules/adamw.py``, ``schedules/poly10warm.py``, ``uda/dacs_a999_fdthings.py``):
+
+* AdamW, lr 6e-5, betas (0.9, 0.999), weight decay 0.01; the decode head at 10× the lr; no weight decay on
+  parameters whose name contains ``norm`` (``paramwise_cfg.custom_keys``: head lr_mult 10, norm decay_mult 0);
+* poly schedule with power 1.0 (linear decay to 0), after a linear warm-up over 1500 iterations that starts at
+  ``warmup_ratio`` = 1e-6 of the scheduled lr (mmcv's ``warmup='linear'``);
+* 40k iterations, batch 2 source + 2 target, 512×512 crops; EMA α 0.999, pseudo-label threshold 0.968;
+* rare-class sampling with temperature 0.01, ``min_pixels`` 3000, ``min_crop_ratio`` 0.5 (:mod:`corda.rcs`);
+* ImageNet feature distance weight 0.005 on the thing classes (6, 7, 11–18), label cells kept when their
+  majority class covers ≥ 0.75 of the cell (:mod:`corda.losses.feature_distance`);
+* pseudo-label weights zeroed on the top 15 and bottom 120 rows of Cityscapes crops (rectification artefacts
+  and the ego car).
+
+:class:`RecipeConfig` holds the keys; ``corda.segmentation.TrainConfig`` inherits them. Defaults keep the
+DeepLab-v2 recipe (SGD, no warm-up, no RCS, no feature distance, no pseudo-label crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from corda.config import field
+
+# Cityscapes train ids of the "thing" classes: traffic light, traffic sign, person, rider, car, truck, bus,
+# train, motorcycle, bicycle (DAFormer's imnet_feature_dist_classes).
+THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """``train`` keys of the DAFormer recipe (the values above are the DAFormer presets')."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: lr, momentum (DeepLab-v2); adamw: lr, betas (DAFormer)
+    adam_betas: tuple[float, float] = field((0.9, 0.999), min=0.0, max=1.0)
+    no_decay_norm: bool = False  # AdamW: no weight decay on the encoder's LayerNorms (DAFormer decay_mult 0)
+    warmup_iters: int = field(0, min=0)  # linear warm-up length; 0 = none (DAFormer: 1500)
+    warmup_ratio: float = field(1e-6, gt=0.0, max=1.0)  # lr factor at step 0 of the warm-up (mmcv default)
+    rcs_temperature: float | None = field(None, gt=0.0)  # rare-class sampling; None = uniform (DAFormer 0.01)
+    rcs_min_pixels: int = field(3000, min=0)  # an image counts for class c when it has more c pixels
+    rcs_min_crop_ratio: float = field(0.5, min=0.0, max=1.0)  # re-crop until ≥ ratio·min_pixels of c
+    fd_weight: float = field(0.0, min=0.0)  # ImageNet feature distance λ; 0 = off (DAFormer 0.005)
+    fd_classes: tuple[int, ...] = field(THING_CLASSES, min=0)
+    fd_min_ratio: float = field(0.75, min=0.0, max=1.0)
+    pl_ignore_top: int = field(0, min=0)  # pseudo-label weight 0 on the top rows (DAFormer Cityscapes: 15)
+    pl_ignore_bottom: int = field(0, min=0)  # … and on the bottom rows (120)
+
+
+def warmup_poly_factor(step: int, total: int, power: float = 1.0, warmup_iters: int = 0,
+                       warmup_ratio: float = 1e-6) -> float:
+    """The lr multiplier at ``step`` (0-based): poly decay, scaled by a linear warm-up at the start.
+
+    poly(s) = (1 − s/total)^power (DAFormer: power 1.0, min lr 0). During the warm-up (s < warmup_iters) mmcv's
+    linear rule multiplies it by 1 − (1 − s/warmup_iters)·(1 − warmup_ratio), rising from ``warmup_ratio`` at
+    s = 0 to 1 at s = warmup_iters, where it meets the undisturbed poly curve.
+    """
+    factor = (1.0 - step / max(total, 1)) ** power
+    if step < warmup_iters:
+        factor *= 1.0 - (1.0 - step / warmup_iters) * (1.0 - warmup_ratio)
+    return factor
+
+
+def adamw_param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 10.0,
+                       no_decay_norm: bool = True) -> list[dict]:
+    """AdamW groups as DAFormer's ``paramwise_cfg``: encoder at ``lr``, everything else (decoder, CorDA heads)
+    at ``head_lr_mult·lr``; encoder parameters named ``*norm*`` without weight decay when ``no_decay_norm``.
+
+    ``model.backbone`` is the encoder. Each group carries ``lr_mult`` (as
+    :func:`corda.models.corda_net.param_groups`) so the loop sets ``lr = base · lr_mult · factor``. Frozen
+    parameters are left out; empty groups are dropped.
+    """
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    enc_decay, enc_no_decay, heads = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) not in backbone_ids:
+            heads.append(p)
+        elif no_decay_norm and "norm" in name:
+            enc_no_decay.append(p)
+        else:
+            enc_decay.append(p)
+    groups = [
+        {"params": enc_decay, "lr": lr, "lr_mult": 1.0, "weight_decay": weight_decay},
+        {"params": enc_no_decay, "lr": lr, "lr_mult": 1.0, "weight_decay": 0.0},
+        {"params": heads, "lr": lr * head_lr_mult, "lr_mult": head_lr_mult, "weight_decay": weight_decay},
+    ]
+    return [g for g in groups if g["params"]]
