@@ -88,7 +88,7 @@ class BenchmarkConfig:
 SOURCE_STATS = R.SceneStats()
 # The 'real' city: busier streets, lower buildings, more trees (object statistics shift).
 TARGET_STATS = R.SceneStats(building_h=(5.0, 18.0), building_gap_p=0.35, tree_spacing=(5.0, 12.0),
-                            parked_cars=(5, 12), lane_cars=(1, 4), persons=(4, 12))
+                            parked_cars=(5, 12), lane_cars=(1, 4), persons=(12, 36))
 
 
 def _camera(rng: np.random.Generator, cr: CameraRange, h: int, w: int, road_half: float) -> R.CameraSpec:

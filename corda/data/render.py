@@ -117,7 +117,9 @@ class SceneStats:
     sign_p: float = 0.6
     parked_cars: tuple[int, int] = (3, 10)
     lane_cars: tuple[int, int] = (0, 3)
-    persons: tuple[int, int] = (2, 9)
+    # Pedestrians per scene. Tripled in benchmark v2 (issue 17): with (2, 9) / (4, 12) persons covered 0.34 % /
+    # 0.42 % of the source / target pixels, against about 1.2 % in Cityscapes' fine train labels.
+    persons: tuple[int, int] = (6, 27)
 
 
 # --------------------------------------------------------------------------------------------
