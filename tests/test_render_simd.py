@@ -11,7 +11,7 @@ from numpy._core._multiarray_umath import __cpu_features__ as FEATURES
 
 from benchmarks.simd_bytes import render_hashes
 
-# A sample with every view; the unfixed renderer differed here in tens of files (see tests' history).
+# A sample with every view; the unfixed renderer (1e14ab1) differed here in 26 of 46 files at both levels.
 SAMPLE = dict(n_src=6, n_train=3, n_val=2)
 # What must be off in the emulated level, to prove the switch took effect (not silently the same path).
 LEVEL_OFF = {"avx2": ("x86_v4", "Haswell"), "baseline": ("x86_v3", "Nehalem")}
