@@ -20,6 +20,12 @@ Outputs per image (``<stem>`` keeps the input's sub-folders):
 
 Depth and difficulty need a model with depth decoders (corda, source_only, oracle, corda_round2);
 a DACS model gives labels and overlays only.
+
+Inputs are read as an image viewer shows them: the JPEG EXIF orientation is applied, and a 16-bit
+greyscale PNG is scaled from its full 16-bit range to 8 bits (not saturated to white). Every input is
+checked (headers) before the first prediction; unreadable ones are listed in one message, or skipped
+with ``--skip-bad``; images under :data:`MIN_SIDE_PX` on a side get a warning. Each image's files are
+written as soon as it is done, so a run that stops keeps what it finished.
 """
 
 from __future__ import annotations
@@ -45,6 +51,12 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 DEPTH_PNG_SCALE = 256.0  # KITTI convention: uint16 = metric depth × 256, 0 = invalid
 OUTPUT_DIRS = ("labels", "overlay", "depth", "depth_color", "difficulty")
+H5_NAME = "predictions.h5"
+#: Marks a folder predict made; ``--overwrite`` replaces only such a folder's own outputs.
+MARKER = ".corda-predict.json"
+#: Below this many pixels on a side an image carries too little for the network (its input is ≥ 16 px
+#: after the stride-16 backbone's first stage): the maps are upsampled guesses, so the user is warned.
+MIN_SIDE_PX = 32
 
 
 @dataclass(frozen=True)
@@ -105,10 +117,72 @@ class Prediction:
     difficulty: np.ndarray | None = None  # (H, W) float32 in [0, 1]
 
 
-def _load_rgb(path: Path) -> np.ndarray:
-    from corda.io import read_image
+def load_rgb(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB as a viewer shows the file: EXIF orientation applied, 16-bit grey scaled.
 
-    return read_image(path, "RGB", fix="remove or re-export the file and run again")
+    PIL's conversion of a 16-bit greyscale image (mode I;16 or I) to RGB saturates every value above
+    255 to white; here the full 16-bit range maps onto 0..255 (round(v / 257)). Floating-point images
+    are refused: their range is unknown.
+    """
+    from PIL import ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as raw:
+            img = ImageOps.exif_transpose(raw)
+            if img.mode.startswith("I"):
+                a = np.asarray(img).astype(np.int64)
+                if a.size and (a.min() < 0 or a.max() > 65535):
+                    raise DataError(f"{path}: a {img.mode} image with values outside 0..65535; convert it to "
+                                    "8-bit RGB, or pass --skip-bad")
+                grey = ((a + 128) // 257).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if img.mode == "F":
+                raise DataError(f"{path}: a floating-point image (mode F) has no defined range; convert it "
+                                "to 8-bit RGB, or pass --skip-bad")
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable image ({exc}); remove or re-export the file, or pass --skip-bad"
+                        ) from None
+
+
+def check_inputs(items: Sequence[ImageItem]) -> tuple[list[ImageItem], list[tuple[Path, str]],
+                                                        list[tuple[Path, tuple[int, int]]]]:
+    """Headers of every input, before any prediction: (readable items, [(path, problem)], [(path, (H, W))]
+    of images under :data:`MIN_SIDE_PX` on a side).
+
+    PNG and JPEG structure is checked without decoding (:mod:`corda.data.check`: a 0-byte file, a
+    text file named .jpg, a truncated PNG); other formats by opening their header with PIL.
+    """
+    from PIL import UnidentifiedImageError
+
+    from corda.data.check import BadFile, image_header
+
+    good, bad, small = [], [], []
+    for it in items:
+        try:
+            if it.path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+                image_header(it.path)
+            with Image.open(it.path) as img:
+                w, h = img.size
+        except BadFile as exc:
+            bad.append((it.path, str(exc)))
+            continue
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            bad.append((it.path, f"unreadable ({exc})"))
+            continue
+        good.append(it)
+        if min(h, w) < MIN_SIDE_PX:
+            small.append((it.path, (h, w)))
+    return good, bad, small
+
+
+def bad_inputs_message(bad: Sequence[tuple[Path, str]], total: int, show: int = 4) -> str:
+    """One line: how many inputs are unreadable, the first ``show`` of them, and the two ways on."""
+    shown = "; ".join(f"{p}: {why}" for p, why in bad[:show])
+    more = f"; and {len(bad) - show} more" if len(bad) > show else ""
+    return (f"{len(bad)} of {total} inputs are unreadable: {shown}{more}; remove or re-export them, or pass "
+            "--skip-bad to predict the others")
 
 
 def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:
@@ -128,10 +202,11 @@ def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j:
 
 @torch.no_grad()
 def predict_images(model: torch.nn.Module, items: Sequence[ImageItem], input_height: int, batch_size: int,
-                   device: torch.device) -> Iterator[Prediction]:
+                   device: torch.device, skipped: list[tuple[Path, str]] | None = None) -> Iterator[Prediction]:
     """Predictions for ``items``, batched by network input shape; yields as soon as a batch is done.
 
-    Memory holds at most ``batch_size`` images per distinct input shape.
+    Memory holds at most ``batch_size`` images per distinct input shape. With ``skipped`` (a list), an
+    image that fails to decode is appended to it with a warning instead of stopping the run.
     """
     model.eval()
     pending: dict[tuple[int, int], list[tuple[ImageItem, np.ndarray]]] = {}
@@ -144,7 +219,14 @@ def predict_images(model: torch.nn.Module, items: Sequence[ImageItem], input_hei
             yield _decode(item, img, out, j)
 
     for item in items:
-        img = _load_rgb(item.path)
+        try:
+            img = load_rgb(item.path)
+        except DataError as exc:
+            if skipped is None:
+                raise
+            log.warning("skipped: %s", exc)
+            skipped.append((item.path, str(exc)))
+            continue
         shape = input_shape(img.shape[0], img.shape[1], input_height)
         pending.setdefault(shape, []).append((item, img))
         if len(pending[shape]) == batch_size:
@@ -183,6 +265,7 @@ def colour_depth(depth_m: np.ndarray) -> np.ndarray:
 class Summary:
     images: int = 0
     with_depth: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
     seconds: float = 0.0
     class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     sizes: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -193,33 +276,50 @@ class Summary:
 
 
 class PredictionWriter:
-    """Writes predictions into ``<out>.partial`` and renames it onto ``out`` only when all are done.
+    """Writes each image's maps into ``out`` as soon as it is done (every file atomically).
 
-    A failure (or Ctrl-C) removes the partial folder, so ``out`` is either absent, the previous
-    complete result (kept until the new one is complete), or a complete new result.
+    ``out`` must be new, empty, or a folder an earlier predict run made (it holds :data:`MARKER`).
+    ``overwrite`` replaces only such a folder's own outputs (:data:`OUTPUT_DIRS`, the HDF5 file, the
+    marker); nothing else in it is touched, and a folder predict did not make is never written into.
+    A run that stops (an error, Ctrl-C) keeps the images it finished; the marker says how many.
     """
 
     def __init__(self, out: Path, label_ids: bool, h5: bool, overwrite: bool, attrs: dict | None = None) -> None:
         self.out = Path(out)
-        if self.out.exists() and not overwrite:
-            raise CordaError(f"{self.out}: already exists; pass --overwrite to replace it, or choose another --out")
-        self.tmp = self.out.with_name(f".{self.out.name}.partial")
-        shutil.rmtree(self.tmp, ignore_errors=True)  # a previous killed run's leftovers
+        if self.out.exists() and not self.out.is_dir():
+            raise CordaError(f"{self.out}: exists and is not a folder; choose another --out")
+        if self.out.is_dir() and any(self.out.iterdir()):
+            if not (self.out / MARKER).is_file():
+                raise CordaError(f"{self.out}: not empty and not made by predict (no {MARKER}); choose a new or "
+                                 "empty --out (--overwrite only replaces a folder predict made)")
+            if not overwrite:
+                raise CordaError(f"{self.out}: already holds predictions; pass --overwrite to replace them, or "
+                                 "choose another --out")
+            for d in OUTPUT_DIRS:
+                shutil.rmtree(self.out / d, ignore_errors=True)
+            for f in (H5_NAME, f".{H5_NAME}.partial", MARKER):
+                (self.out / f).unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.label_ids, self.attrs = label_ids, attrs or {}
+        self._mark(complete=False, images=0)
         self.h5 = None
         if h5:
             import h5py
 
-            self.tmp.mkdir(parents=True)
-            self.h5 = h5py.File(self.tmp / "predictions.h5", "w")
+            self.h5 = h5py.File(self.out / f".{H5_NAME}.partial", "w")
             self.h5.attrs.update({"label_encoding": "cityscapes_label_id" if label_ids else "train_id",
                                   "depth_unit": "m", **self.attrs})
+
+    def _mark(self, **state) -> None:
+        from corda.io import write_json
+
+        write_json(self.out / MARKER, {"made_by": "python -m stages.predict", **self.attrs, **state})
 
     def write(self, p: Prediction) -> None:
         from corda.io import write_png
 
         def dest(kind: str) -> Path:
-            path = self.tmp / kind / f"{p.item.stem}.png"
+            path = self.out / kind / f"{p.item.stem}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             return path
 
@@ -245,26 +345,35 @@ class PredictionWriter:
 
         return TRAIN_TO_CITYSCAPES_ID[label.astype(np.int64)].astype(np.uint8) if self.label_ids else label
 
-    def commit(self) -> None:
+    def _close_h5(self) -> None:
+        """Close the HDF5 file and give it its name: it is valid and holds the finished images."""
         if self.h5 is not None:
             self.h5.close()
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        if self.out.exists():
-            shutil.rmtree(self.out) if self.out.is_dir() else self.out.unlink()
-        self.tmp.rename(self.out)
+            self.h5 = None
+            (self.out / f".{H5_NAME}.partial").replace(self.out / H5_NAME)
 
-    def abort(self) -> None:
-        if self.h5 is not None:
-            self.h5.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def commit(self, images: int, skipped: Sequence[tuple[Path, str]] = ()) -> None:
+        self._close_h5()
+        self._mark(complete=True, images=images, skipped=[str(p) for p, _ in skipped])
+
+    def abort(self, images: int) -> None:
+        """Keep what was finished; the marker records that the run stopped after ``images`` images."""
+        self._close_h5()
+        self._mark(complete=False, images=images)
 
 
 def run_predict(model: torch.nn.Module, items: Sequence[ImageItem], writer: PredictionWriter, input_height: int,
-                batch_size: int, device: torch.device, progress=None) -> Summary:
-    """Predict and write every item; on any error nothing is left but the previous complete output."""
+                batch_size: int, device: torch.device, progress=None, skip_bad: bool = False) -> Summary:
+    """Predict and write every item; a run that stops keeps the images it finished (one-line error).
+
+    ``skip_bad``: an image that fails to decode is skipped (listed in the summary) instead of stopping.
+    """
+    from corda.errors import one_line
+
     summary = Summary()
     start = time.perf_counter()
-    preds: Iterable[Prediction] = predict_images(model, items, input_height, batch_size, device)
+    preds: Iterable[Prediction] = predict_images(model, items, input_height, batch_size, device,
+                                                 summary.skipped if skip_bad else None)
     if progress is not None:
         preds = progress(preds, len(items), "predict")
     try:
@@ -275,9 +384,14 @@ def run_predict(model: torch.nn.Module, items: Sequence[ImageItem], writer: Pred
             summary.class_pixels += np.bincount(p.label.ravel(), minlength=256)[:256]
             hw = p.image.shape[:2]
             summary.sizes[hw] = summary.sizes.get(hw, 0) + 1
-        writer.commit()
+        writer.commit(summary.images, summary.skipped)
+    except (CordaError, KeyboardInterrupt) as exc:
+        writer.abort(summary.images)
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else one_line(exc)
+        raise CordaError(f"{why}; the {summary.images} of {len(items)} images finished are kept in "
+                         f"{writer.out}") from exc
     except BaseException:
-        writer.abort()
+        writer.abort(summary.images)
         raise
     summary.seconds = time.perf_counter() - start
     return summary

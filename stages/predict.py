@@ -2,7 +2,9 @@
 
 Writes, per image, the label map, a colour overlay, the depth map (16-bit PNG and a colour view) and
 the depth-decoder difficulty map into ``--out`` (see :mod:`corda.predict` for the formats), and
-optionally one HDF5 file with everything. The folder appears only when every image is done.
+optionally one HDF5 file with everything. Every input is checked first; ``--skip-bad`` skips unreadable
+ones. Each image's files appear as soon as it is done, so a run that stops keeps what it finished.
+``--overwrite`` only replaces a folder an earlier predict run made (it holds ``.corda-predict.json``).
 
     python -m stages.predict data/benchmark/target/leftImg8bit/val --model models/corda.pt --out predictions
     python -m stages.predict 'frames/*.jpg' --label-ids --h5 --out preds --overwrite
@@ -51,7 +53,9 @@ def main(
         "--label-ids", help="write Cityscapes label ids (for the official evaluator) instead of trainIds")] = False,
     h5: Annotated[bool, typer.Option("--h5", help="also write <out>/predictions.h5 with every map")] = False,
     teacher: Annotated[bool, typer.Option("--teacher", help="use the EMA teacher's weights, not the student's")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out folder")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="replace the outputs in an --out folder an earlier predict run made")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable inputs instead of stopping")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     params: Annotated[Path, typer.Option(help="params file, read only for the default input height")] = Path(
         "params.yaml"),
@@ -60,13 +64,25 @@ def main(
     import numpy as np
 
     from corda.device import resolve_device
+    from corda.errors import DataError
     from corda.io import file_hash
     from corda.labels import CLASS_NAMES
     from corda.log import progress
-    from corda.predict import PredictionWriter, find_images, run_predict
+    from corda.predict import (MIN_SIDE_PX, PredictionWriter, bad_inputs_message, check_inputs, find_images,
+                               run_predict)
     from corda.segmentation import load_model
 
-    items = find_images(inputs)
+    found = find_images(inputs)
+    items, bad, small = check_inputs(found)  # before the model loads or anything is written
+    if bad and (not skip_bad or not items):
+        raise DataError(bad_inputs_message(bad, len(found)) if items or not skip_bad else
+                        f"none of the {len(found)} inputs is readable (e.g. {bad[0][0]}: {bad[0][1]})")
+    if bad:
+        log.warning("--skip-bad: %s", bad_inputs_message(bad, len(found)))
+    if small:
+        (p, (h, w)) = small[0]
+        log.warning("%d images are under %d px on a side (e.g. %s, %dx%d): their maps are upsampled from very "
+                    "little information; treat them with care", len(small), MIN_SIDE_PX, p, h, w)
     height = input_height or default_input_height(params)
     dev = resolve_device(device)
     net, ck = load_model(model, dev, "teacher" if teacher else "student")
@@ -75,13 +91,19 @@ def main(
                                "input_height": height})
     log.info("%d images → %s (model %s, %s, input height %d, device %s)", len(items), out, model, ck["method"],
              height, dev)
-    s = run_predict(net, items, writer, height, batch_size, dev, progress)
+    s = run_predict(net, items, writer, height, batch_size, dev, progress, skip_bad=skip_bad)
+    skipped = [p for p, _ in bad] + [p for p, _ in s.skipped]
 
     share = s.class_pixels[:len(CLASS_NAMES)] / max(1, s.class_pixels.sum())
     top = np.argsort(share)[::-1][:5]
     sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sorted(s.sizes.items(), key=lambda kv: -kv[1])[:4])
     print(f"\n| predict | {out} |\n|---|---|")
     print(f"| images | {s.images} ({s.with_depth} with depth and difficulty) |")
+    if skipped:
+        print(f"| skipped (unreadable) | {len(skipped)}: {', '.join(str(p) for p in skipped[:4])}"
+              f"{' ...' if len(skipped) > 4 else ''} |")
+    if small:
+        print(f"| under {MIN_SIDE_PX} px | {len(small)} |")
     print(f"| sizes (H x W) | {sizes}{' ...' if len(s.sizes) > 4 else ''} |")
     print(f"| time | {s.seconds:.1f} s ({s.images_per_s:.1f} images/s on {dev}) |")
     print("| most frequent classes | " + ", ".join(f"{CLASS_NAMES[c]} {100 * share[c]:.1f}%" for c in top) + " |")

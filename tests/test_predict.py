@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -149,13 +151,137 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(setup, tmp_path, case):
         assert not out.exists()
 
 
-def test_overwrite_replaces_a_previous_result(setup, tmp_path):
+def test_overwrite_replaces_only_predicts_own_outputs(setup, tmp_path):
+    """Issue 18 §4: --overwrite replaces a folder predict made (marker file), and only its own outputs."""
     root, model, _ = setup
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "stale.png").write_bytes(b"x")
+    assert _run(root / "images" / "c2", "--model", model, "--out", out).exit_code == 0
+    assert (out / ".corda-predict.json").is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "labels" / "stale.png").write_bytes(b"x")
     assert _run(root / "images" / "c2", "--model", model, "--out", out, "--overwrite").exit_code == 0
-    assert not (out / "stale.png").exists() and (out / "labels").is_dir()
+    assert not (out / "labels" / "stale.png").exists() and (out / "labels").is_dir()
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_never_touches_a_folder_predict_did_not_make(setup, tmp_path):
+    root, model, _ = setup
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "corda.pt").write_bytes(b"precious")
+    res = _run(root / "images" / "c2", "--model", model, "--out", out, "--overwrite")
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "not made by predict" in lines[0], res.output
+    assert [p.name for p in out.iterdir()] == ["corda.pt"] and (out / "corda.pt").read_bytes() == b"precious"
+
+
+def test_out_dot(setup, tmp_path, monkeypatch):
+    """`--out .`: a clear line in a folder with other files; it works in an empty one."""
+    root, model, _ = setup
+    busy, empty = tmp_path / "busy", tmp_path / "empty"
+    busy.mkdir()
+    empty.mkdir()
+    (busy / "x.txt").write_text("x")
+    monkeypatch.chdir(busy)
+    res = _run(root / "images" / "c2", "--model", model, "--out", ".")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("error:")][0].startswith(
+        "error: .: not empty and not made by predict"), res.output
+    assert [p.name for p in busy.iterdir()] == ["x.txt"]
+    monkeypatch.chdir(empty)
+    assert _run(root / "images" / "c2", "--model", model, "--out", ".").exit_code == 0
+    assert (empty / "labels" / "c2_000001_000003_leftImg8bit.png").is_file()
+
+
+def _bad_folder(root: Path, tmp_path: Path) -> Path:
+    images = tmp_path / "mixed"
+    shutil.copytree(root / "images" / "c1", images)
+    (images / "x.png").write_bytes(b"")
+    (images / "y.jpg").write_text("not an image")
+    return images
+
+
+def test_bad_inputs_are_listed_in_one_line_before_anything_is_written(setup, tmp_path):
+    root, model, _ = setup
+    res = _run(_bad_folder(root, tmp_path), "--model", model, "--out", tmp_path / "o")
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, res.output
+    assert re.search(r"2 of 4 inputs are unreadable: \S*x\.png: empty file.*; \S*y\.jpg: not a JPEG.*--skip-bad",
+                     lines[0]), lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_skip_bad_predicts_the_others(setup, tmp_path):
+    root, model, _ = setup
+    res = _run(_bad_folder(root, tmp_path), "--model", model, "--out", tmp_path / "o", "--skip-bad")
+    assert res.exit_code == 0, res.output
+    assert "| images | 2 " in res.output and "| skipped (unreadable) | 2:" in res.output
+    assert sorted(p.stem for p in (tmp_path / "o/labels").iterdir()) == [
+        "c1_000000_000001_leftImg8bit", "c1_000000_000002_leftImg8bit"]
+
+
+def test_a_run_that_stops_keeps_what_it_finished(setup, tmp_path, monkeypatch):
+    """A file whose header is fine but whose data is not fails at decode time: the images before it stay."""
+    import corda.predict as P
+    from corda.errors import DataError
+
+    root, model, _ = setup
+    real = P.load_rgb
+
+    def load(path):
+        if "c2_" in str(path):
+            raise DataError(f"{path}: unreadable image (broken data); remove or re-export the file")
+        return real(path)
+
+    monkeypatch.setattr(P, "load_rgb", load)
+    out = tmp_path / "o"
+    res = runner.invoke(app, [str(root / "images"), "--model", str(model), "--out", str(out), "--input-height",
+                              "32", "--batch-size", "1", "--device", "cpu"])
+    assert res.exit_code == 2
+    line = [ln for ln in res.output.splitlines() if ln.startswith("error:")][0]
+    assert "c2_000001_000003_leftImg8bit.png: unreadable" in line
+    assert "the 2 of 3 images finished are kept in" in line
+    assert len(list((out / "labels").rglob("*.png"))) == 2
+    assert json.loads((out / ".corda-predict.json").read_text())["complete"] is False
+
+
+def test_16bit_grey_is_scaled_not_saturated(setup, tmp_path):
+    from corda.predict import load_rgb
+
+    root, model, _ = setup
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgb = load_rgb(tmp_path / "g16.png")
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 257.0).astype(np.uint8))
+    assert (rgb[..., 0] == rgb[..., 2]).all() and rgb.min() == 0 and rgb.max() == 255
+    assert _run(tmp_path / "g16.png", "--model", model, "--out", tmp_path / "o").exit_code == 0
+
+
+def test_jpeg_exif_orientation_is_applied(setup, tmp_path):
+    from corda.predict import load_rgb
+
+    root, model, _ = setup
+    a = np.zeros((40, 80, 3), np.uint8)
+    a[:, :40] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(a).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    rgb = load_rgb(tmp_path / "phone.jpg")
+    assert rgb.shape == (80, 40, 3)
+    assert rgb[:30].mean() > 200 and rgb[50:].mean() < 50  # the white half is now on top
+    assert _run(tmp_path / "phone.jpg", "--model", model, "--out", tmp_path / "o").exit_code == 0
+    assert Image.open(tmp_path / "o/labels/phone.png").size == (40, 80)
+
+
+def test_tiny_image_warns(setup, tmp_path):
+    root, model, _ = setup
+    Image.new("RGB", (8, 8), (100, 50, 20)).save(tmp_path / "tiny.png")
+    res = _run(tmp_path / "tiny.png", "--model", model, "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    assert "| under 32 px | 1 |" in res.output
 
 
 def test_input_shape_keeps_aspect_and_depth_png_round_trips():
