@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -13,11 +14,12 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import yaml
 
-from corda.config import from_mapping
+from corda.config import from_mapping, run_keys
 from corda.errors import ConfigError, CordaError
 
 T = TypeVar("T")
 PARAMS = "params.yaml"
+RUN = "run"  # the params section of operational knobs (see section())
 log = logging.getLogger("stages")
 
 
@@ -36,10 +38,47 @@ def load_params(path: str | os.PathLike = PARAMS) -> dict:
 
 
 def section(params: dict, name: str, cls: type[T]) -> T:
-    """Validate one params section into its typed config dataclass."""
+    """Validate one params section into its typed config dataclass.
+
+    The config's operational fields (:func:`corda.config.run_keys`) are read from ``run.<name>`` instead:
+    that section decides how a run is carried out, not its result, and no stage declares it to DVC.
+    """
     if name not in params:
         raise ConfigError(f"{name}: section missing from params.yaml")
-    return from_mapping(cls, params[name], name)
+    data = params[name] if params[name] is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {data!r}")
+    operational = run_keys(cls)
+    for k in data:
+        if k in operational:
+            raise ConfigError(f"{name}.{k}: changes no result, so it belongs in {RUN}.{name}.{k} (not a DVC "
+                              "param: changing it re-runs nothing); move it there")
+    run = run_section(params, name)
+    for k in run:
+        if k not in operational:
+            hint = f"one that can change a result belongs in {name}.{k}" if k in _field_names(cls) else "unknown key"
+            raise ConfigError(f"{RUN}.{name}.{k}: not an operational key of {name} "
+                              f"(those are: {', '.join(operational) or 'none'}); {hint}")
+    return from_mapping(cls, {**data, **run}, name, keys={k: f"{RUN}.{name}.{k}" for k in operational})
+
+
+def run_section(params: dict, name: str) -> dict:
+    """``run.<name>`` of the params file (empty when absent)."""
+    run = params.get(RUN)
+    if run is None:
+        return {}
+    if not isinstance(run, dict):
+        raise ConfigError(f"{RUN}: expected a mapping of sections, got {run!r}")
+    sub = run.get(name)
+    if sub is None:
+        return {}
+    if not isinstance(sub, dict):
+        raise ConfigError(f"{RUN}.{name}: expected a mapping, got {sub!r}")
+    return sub
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def remove_outputs(*paths: str | os.PathLike) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import typer
 
@@ -25,6 +25,8 @@ MODELS = ("source_only", "dacs", "corda", "corda_round2", "oracle")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EvalConfig:
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)  # run.evaluate (corda.config.run_keys)
+
     batch_size: int = field(16, min=1)
     # Input resize (real data: 512×1024, §6); None = native.
     eval_hw: tuple[int, int] | None = field(None, min=1)
