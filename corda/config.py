@@ -104,7 +104,8 @@ def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
             raise ConfigError(f"{key}: {v!r} is above the maximum {meta['max']}")
 
 
-def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: str) -> T:
+def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: str,
+                 keys: typing.Mapping[str, str] | None = None) -> T:
     """Build dataclass ``cls`` from ``data``; every problem raises :class:`ConfigError` naming the key.
 
     Args:
@@ -112,6 +113,8 @@ def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: st
             tuple/list or nested dataclasses.
         data: the params section as loaded from YAML.
         prefix: the dotted name of the section (``"train"``), used in error messages.
+        keys: the dotted name of fields that come from elsewhere (``{"log_every": "run.train.log_every"}``,
+            see :func:`run_keys`), for the error messages.
     """
     if data is None:
         data = {}
@@ -124,7 +127,7 @@ def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: st
         raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; {nearest_name_hint(str(unknown[0]), fields, 'keys')}")
     kwargs = {}
     for name, f in fields.items():
-        key = f"{prefix}.{name}"
+        key = (keys or {}).get(name) or f"{prefix}.{name}"
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], key)
             _check_range(kwargs[name], f.metadata, key)
@@ -140,6 +143,13 @@ def nearest_name_hint(name: str, known: typing.Iterable[str], what: str) -> str:
     if near:
         return f"did you mean {near[0]}?"
     return f"known {what}: {', '.join(known)}"
+
+
+def run_keys(cls: type) -> tuple[str, ...]:
+    """The operational fields of config ``cls``: how a run is carried out (logging cadence, worker processes,
+    device), never what it computes. params.yaml keeps them in its ``run`` section, which no DVC stage declares
+    as a parameter, so changing one re-runs nothing. A config lists them in a ``RUN_KEYS`` class attribute."""
+    return tuple(getattr(cls, "RUN_KEYS", ()))
 
 
 def to_dict(cfg: Any) -> dict:

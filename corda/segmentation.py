@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -69,6 +69,12 @@ class TrainConfig(SegTrainConfig, RecipeConfig):
     ``channels_last``, ``compile`` and ``devices`` are speed settings beyond the paper (:mod:`corda.precision`,
     :mod:`corda.distributed`); their defaults run the published fp32, single-GPU recipe.
     """
+
+    # How a run is carried out, not what it computes: params.yaml ``run.train``, not a DVC param
+    # (corda.config.run_keys). precision, channels_last, compile and devices stay params: they change the
+    # float results (autocast, kernels, fusion, per-rank BatchNorm statistics).
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("eval_every", "eval_items", "checkpoint_every", "log_every", "workers",
+                                           "device")
 
     seed: int = field(1, min=0)
     iterations: int = field(250000, min=1)

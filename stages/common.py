@@ -6,6 +6,8 @@ run (an error, Ctrl-C) leaves the previous outputs untouched.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -16,13 +18,15 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
-from corda.config import from_mapping, nearest_name_hint
+from corda.config import from_mapping, nearest_name_hint, run_keys
 from corda.errors import ConfigError, CordaError, DataError, one_line
 
 T = TypeVar("T")
 PARAMS = "params.yaml"
-# The params.yaml sections, one per stage that reads one (dvc.yaml); any other top-level key is a typo.
-SECTIONS = ("data", "depth", "model", "train", "pseudo_labels", "self_train", "evaluate")
+RUN = "run"  # the params section of operational knobs (see section())
+# The params.yaml sections, one per stage that reads one (dvc.yaml), and ``run``; any other top-level key is
+# a typo.
+SECTIONS = ("data", "depth", "model", "train", "pseudo_labels", "self_train", "evaluate", RUN)
 log = logging.getLogger("stages")
 
 
@@ -65,7 +69,9 @@ def section(params: dict, name: str, cls: type[T]) -> T:
     """Validate one params section into its typed config dataclass.
 
     A top-level key that is no section (``trian:``) is reported as such, with the nearest section name,
-    before a section is reported missing.
+    before a section is reported missing. The config's operational fields (:func:`corda.config.run_keys`)
+    are read from ``run.<name>`` instead: that section decides how a run is carried out, not its result, and
+    no stage declares it to DVC.
     """
     unknown = sorted(str(k) for k in params if k not in SECTIONS)
     if unknown:
@@ -73,7 +79,40 @@ def section(params: dict, name: str, cls: type[T]) -> T:
                           f"{nearest_name_hint(unknown[0], SECTIONS, 'sections')}")
     if name not in params:
         raise ConfigError(f"{name}: section missing from params.yaml")
-    return from_mapping(cls, params[name], name)
+    data = params[name] if params[name] is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {data!r}")
+    operational = run_keys(cls)
+    for k in data:
+        if k in operational:
+            raise ConfigError(f"{name}.{k}: changes no result, so it belongs in {RUN}.{name}.{k} (not a DVC "
+                              "param: changing it re-runs nothing); move it there")
+    run = run_section(params, name)
+    for k in run:
+        if k not in operational:
+            hint = f"one that can change a result belongs in {name}.{k}" if k in _field_names(cls) else "unknown key"
+            raise ConfigError(f"{RUN}.{name}.{k}: not an operational key of {name} "
+                              f"(those are: {', '.join(operational) or 'none'}); {hint}")
+    return from_mapping(cls, {**data, **run}, name, keys={k: f"{RUN}.{name}.{k}" for k in operational})
+
+
+def run_section(params: dict, name: str) -> dict:
+    """``run.<name>`` of the params file (empty when absent)."""
+    run = params.get(RUN)
+    if run is None:
+        return {}
+    if not isinstance(run, dict):
+        raise ConfigError(f"{RUN}: expected a mapping of sections, got {run!r}")
+    sub = run.get(name)
+    if sub is None:
+        return {}
+    if not isinstance(sub, dict):
+        raise ConfigError(f"{RUN}.{name}: expected a mapping, got {sub!r}")
+    return sub
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def check_data_kinds(params: dict, manifest: str | os.PathLike) -> None:

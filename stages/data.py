@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import typer
 
@@ -40,6 +40,9 @@ class TargetSpec:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DataConfig:
+    # Every item is drawn from its own seeded generator, so the process count changes no file (run.data).
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("workers",)
+
     seed: int = field(0, min=0)
     workers: int = field(2, min=1)  # rendering processes
     validate_items: int = field(50, min=0)  # real data: open this many items per split to check formats

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import typer
 
@@ -27,6 +27,8 @@ MODELS = ("source_only", "dacs", "corda", "corda_round2", "oracle")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EvalConfig:
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)  # run.evaluate (corda.config.run_keys)
+
     batch_size: int = field(16, min=1)
     # Network input size (real data: 512×1024, the original's test-time input); None = native.
     eval_hw: tuple[int, int] | None = field(None, min=1)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import typer
 
@@ -34,6 +34,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PseudoConfig:
+    # run.pseudo_labels (corda.config.run_keys). devices stays a param: the shards' diagnostics are summed
+    # across processes, so metrics/pseudo_labels.json can differ in the last bits (pseudo/target.h5 does not).
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)
+
     batch_size: int = field(16, min=1)
     threshold: float = field(0.968, min=0, max=1)  # confidence threshold (recorded, used by rule "threshold")
     # How the exported per-pixel weight is formed from confidence c and ω (corda.pseudo.final_weight):

@@ -70,10 +70,11 @@ def _tiny_params() -> dict:
     """The smoke profile cut down to one step per training stage and a handful of 32x64 images."""
     p = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
     p["data"]["procedural"].update(height=32, width=64, num_source=4, num_target_train=4, num_target_val=2)
-    p["depth"].update(iterations=1, batch_size=1, checkpoint_every=1, log_every=1, num_scales=1)
+    p["depth"].update(iterations=1, batch_size=1, num_scales=1)
+    p["run"]["depth"].update(checkpoint_every=1, log_every=1)
     p["model"].update(task_channels=16, bottleneck=8)
-    p["train"].update(iterations=1, batch_source=1, batch_target=1, crop_hw=[32, 32], eval_every=0,
-                      eval_items=1, checkpoint_every=1, log_every=1)
+    p["train"].update(iterations=1, batch_source=1, batch_target=1, crop_hw=[32, 32])
+    p["run"]["train"].update(eval_every=0, eval_items=1, checkpoint_every=1, log_every=1)
     p["self_train"].update(iterations=1)
     p["pseudo_labels"].update(batch_size=4)
     p["evaluate"].update(batch_size=4, strip_items=1)
@@ -268,8 +269,8 @@ CASES = [
     Case("camera-keys", "data", strip_camera("intrinsic", "fx", RC + "/camera/train/*/*.json"),
          r"_camera\.json: camera JSON lacks \['intrinsic\.fx'\]", r"expected the Cityscapes camera format",
          real=True),
-    Case("param-type", "data", lambda c: set_param(c, "data.workers", "abc"),
-         r"data\.workers", r"expected an integer"),
+    Case("param-type", "data", lambda c: set_param(c, "run.data.workers", "abc"),
+         r"run\.data\.workers", r"expected an integer"),
     Case("param-range", "data", lambda c: set_param(c, "data.procedural.num_source", -4),
          r"data\.procedural\.num_source", r"below the minimum 1"),
     Case("param-unknown", "data", lambda c: rename_param(c, "data.seed", "sead"),

@@ -33,14 +33,19 @@ def _field_names(cls):
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
 def test_every_params_file_validates_and_is_complete(path):
+    from corda.config import run_keys
+
     params = load_params(path)
     secs = _sections()
-    assert set(params) == set(secs)
+    assert set(params) == set(secs) | {"run"}
+    assert set(params["run"]) == {name for name, cls in secs.items() if run_keys(cls)}
     for name, cls in secs.items():
         section(params, name, cls)
         # Every config field is spelled out (no hidden defaults), except those the stages set: `method`, and
-        # `target_ce_weight`, which self_train takes from self_train.target_weight.
-        assert _field_names(cls) - {"method", "target_ce_weight"} == set(params[name]), name
+        # `target_ce_weight`, which self_train takes from self_train.target_weight. Operational fields are
+        # spelled out in run.<section> instead.
+        assert _field_names(cls) - {"method", "target_ce_weight"} - set(run_keys(cls)) == set(params[name]), name
+        assert set(run_keys(cls)) == set(params["run"].get(name, {})), name
 
 
 def test_dvc_yaml_declares_what_each_stage_reads():

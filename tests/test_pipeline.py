@@ -85,6 +85,23 @@ def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
 
 
 @pytest.mark.slow
+def test_operational_knobs_rerun_nothing(smoke_repo):
+    """Logging cadence, workers and devices (params.yaml `run`) are no stage's DVC param: `dvc status` stays clean."""
+    params = smoke_repo / "params.yaml"
+    original = params.read_text()
+    try:
+        p = yaml.safe_load(original)
+        p["run"]["train"].update(log_every=1, eval_every=1, workers=3, device="cpu")
+        p["run"]["depth"].update(log_every=1, checkpoint_every=1, device="cpu")
+        p["run"]["data"]["workers"] = 3
+        params.write_text(yaml.safe_dump(p, sort_keys=False))
+        out = _run(DVC + ["status", "--json"], smoke_repo).stdout
+    finally:
+        params.write_text(original)
+    assert json.loads(out) == {}, out
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (make test "
                     "installs it when it runs as root with apt-get)")
 def test_plots_page_draws_offline_in_headless_chromium(smoke_repo, tmp_path):

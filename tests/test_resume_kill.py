@@ -57,8 +57,10 @@ def workdir(tmp_path_factory):
     p["data"]["procedural"].update(height=32, width=64, num_source=N_TRAIN, num_target_train=N_TRAIN,
                                    num_target_val=4)
     p["model"].update(task_channels=16, bottleneck=8)
-    p["depth"].update(iterations=STEPS, checkpoint_every=2)
-    p["train"].update(iterations=STEPS, checkpoint_every=2, crop_hw=[32, 32], eval_every=STEPS)
+    p["depth"].update(iterations=STEPS)
+    p["run"]["depth"].update(checkpoint_every=2)
+    p["train"].update(iterations=STEPS, crop_hw=[32, 32])
+    p["run"]["train"].update(checkpoint_every=2, eval_every=STEPS)
     p["self_train"].update(iterations=STEPS)
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     for stage in (["stages.data"], ["stages.depth_pretrain"], ["stages.depth_maps"],

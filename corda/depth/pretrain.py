@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DepthStageConfig(DepthConfig):
     """params.yaml ``depth``: the network and losses of :class:`DepthConfig` plus the schedule."""
+
+    # How a run is carried out, not what it computes: params.yaml ``run.depth``, not a DVC param
+    # (corda.config.run_keys). devices stays a param: BatchNorm statistics are per rank.
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("checkpoint_every", "log_every", "workers", "device")
 
     source: Literal["ground_truth", "self_supervised"] = "ground_truth"  # source-domain depth targets
     # Target-domain depth targets: the network trained here (self_supervised), or the authors' released

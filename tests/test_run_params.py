@@ -1,0 +1,118 @@
+"""Knobs that change no result (params.yaml ``run``) are no DVC stage's parameter dependency, so changing one
+re-runs nothing; they still reach the typed configs, and a knob in the wrong section is a one-line error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from corda.config import run_keys
+from corda.errors import ConfigError
+from stages.common import RUN, load_params, section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _configs():
+    from corda.depth.pretrain import DepthStageConfig
+    from corda.segmentation import TrainConfig
+    from stages.data import DataConfig
+    from stages.evaluate import EvalConfig
+    from stages.pseudo_labels import PseudoConfig
+
+    return {"data": DataConfig, "depth": DepthStageConfig, "train": TrainConfig, "pseudo_labels": PseudoConfig,
+            "evaluate": EvalConfig}
+
+
+def test_operational_keys_are_the_run_section():
+    params = load_params(ROOT / "params.yaml")
+    assert {name: list(run_keys(cls)) for name, cls in _configs().items()} == {
+        name: list(sub) for name, sub in params[RUN].items()}
+    assert set(run_keys(_configs()["train"])) >= {"log_every", "eval_every", "checkpoint_every", "workers", "device"}
+
+
+def test_no_stage_declares_the_run_section():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for p in stage.get("params", []):
+            keys = p if isinstance(p, str) else next(iter(p))  # `file.yaml: [keys]` entries name a file
+            assert keys != RUN and not str(keys).startswith(RUN + "."), (name, p)
+            assert not isinstance(p, dict), f"{name}: params from another file ({p}); extend this test"
+
+
+def _dvc_param_values(repo_dir: Path) -> dict[str, dict]:
+    """What DVC compares for `dvc status`: every stage's params dependencies, read through DVC itself."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(repo_dir)) as repo:
+        return {st.name: {str(d): d.read_params() for d in st.deps if isinstance(d, ParamsDependency)}
+                for st in repo.index.stages}
+
+
+@pytest.fixture
+def dvc_copy(tmp_path):
+    from dvc.repo import Repo
+
+    Repo.init(str(tmp_path), no_scm=True).close()
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(ROOT / f, tmp_path / f)
+    return tmp_path
+
+
+def _set(repo_dir: Path, *overrides: str) -> None:
+    """Edit params.yaml exactly as `dvc exp run -S <override>` does."""
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(repo_dir / "params.yaml", list(overrides))
+
+
+def test_changing_an_operational_knob_changes_no_stage_params(dvc_copy):
+    before = _dvc_param_values(dvc_copy)
+    assert {"train_corda", "depth_pretrain", "data", "evaluate"} <= set(before)
+    params = load_params(dvc_copy / "params.yaml")
+    changes = []
+    for name, sub in params[RUN].items():
+        for k, v in sub.items():
+            new = {"auto": "cpu"}.get(v, v + 1 if isinstance(v, int) else v)
+            changes.append(f"{RUN}.{name}.{k}={new}")
+    _set(dvc_copy, *changes)
+    after = load_params(dvc_copy / "params.yaml")
+    assert after[RUN]["train"]["log_every"] == params[RUN]["train"]["log_every"] + 1
+    assert _dvc_param_values(dvc_copy) == before
+
+
+def test_changing_a_result_param_does_change_stage_params(dvc_copy):
+    """The check above can see a change: train.lr reaches the training stages' params dependencies."""
+    before = _dvc_param_values(dvc_copy)
+    _set(dvc_copy, "train.lr=0.125")
+    after = _dvc_param_values(dvc_copy)
+    changed = {s for s in before if before[s] != after[s]}
+    assert changed == {"train_source_only", "train_dacs", "train_corda", "train_oracle", "self_train"}
+
+
+def test_run_knob_set_like_exp_run_reaches_the_config(dvc_copy):
+    from corda.segmentation import TrainConfig
+
+    _set(dvc_copy, f"{RUN}.train.log_every=10", f"{RUN}.depth.workers=0")
+    p = load_params(dvc_copy / "params.yaml")
+    assert section(p, "train", TrainConfig).log_every == 10
+    assert section(p, "depth", _configs()["depth"]).workers == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["train"].update(log_every=5), "train.log_every: changes no result, so it belongs in run.train"),
+    (lambda p: p[RUN]["train"].update(lr=0.1), "run.train.lr: not an operational key of train"),
+    (lambda p: p[RUN]["train"].update(log_every=0), "run.train.log_every: 0 is below the minimum 1"),
+    (lambda p: p[RUN]["train"].update(device="gpu"), "run.train.device: 'gpu' is not one of"),
+])
+def test_misplaced_or_bad_run_key_is_one_error_naming_it(edit, message):
+    from corda.segmentation import TrainConfig
+
+    p = load_params(ROOT / "params.yaml")
+    edit(p)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        section(p, "train", TrainConfig)
