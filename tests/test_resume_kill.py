@@ -133,8 +133,13 @@ def test_kill9_while_exporting_leaves_no_complete_looking_h5(workdir, stage):
     shutil.rmtree(out)
     proc = subprocess.Popen([sys.executable, "-c", SLOW_H5, module], cwd=workdir, env=_env(workdir),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: out.is_dir() and any(p.name.startswith(".") for p in out.iterdir()), stage)
-    partial = [p for p in out.iterdir() if p.name.startswith(".")]
+    # A folder output is written in its staging sibling (corda.io.staged_outputs), a file one beside it.
+    def hidden():
+        where = [d for d in (out, *workdir.glob(f".{folder}.staging-*")) if d.is_dir()]
+        return [p for d in where for p in d.iterdir() if p.name.startswith(".") and p.is_file()]
+
+    _kill_when(proc, lambda: bool(hidden()), stage)
+    partial = hidden()
     assert partial, "killed outside a write"
     for p in partial:  # the half-written file is refused by the readers
         with pytest.raises(CordaError):
