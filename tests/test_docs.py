@@ -64,17 +64,25 @@ def explicit_citations() -> dict[str, set[str]]:
     return cited
 
 
+def _in_paper_citation(text: str, at: int) -> bool:
+    """Whether position ``at`` sits in a parenthesis that cites another paper (``et al., <venue> <year>``)."""
+    opening = text.rfind("(", 0, at)
+    return opening >= 0 and ")" not in text[opening:at] and bool(
+        re.search(r"et al\.,[^()]*\b(19|20)\d\d\b", text[opening:at]))
+
+
 def bare_citations() -> dict[str, set[str]]:
     """Section number → files in corda/ and stages/ citing a bare "§N" that means method.md.
 
-    A group right after another document's name (``ecosystem.md §7``, ``style.md §8``) or followed by
-    "of the paper" refers elsewhere and is skipped.
+    A group right after another document's name (``ecosystem.md §7``, ``style.md §8``), followed by
+    "of the paper", or inside a citation of another paper ("(Hoyer et al., CVPR 2022, §3.2–§3.4)") refers
+    elsewhere and is skipped.
     """
     cited: dict[str, set[str]] = {}
     for path in sorted((ROOT / "corda").rglob("*.py")) + sorted((ROOT / "stages").rglob("*.py")):
         for m in _BARE.finditer(_flat(path)):
             doc, group, paper = m.groups()
-            if (doc and doc != "method.md") or paper:
+            if (doc and doc != "method.md") or paper or _in_paper_citation(m.string, m.start()):
                 continue
             for num in _expand(group):
                 cited.setdefault(num, set()).add(str(path.relative_to(ROOT)))
@@ -150,3 +158,9 @@ def test_a_deleted_section_is_reported():
     numbers, _ = headings(re.sub(r"^### 9\.6 .*$", "", text, flags=re.M))
     assert "9.6" not in numbers
     assert "9.6" in _missing(bare_citations(), numbers)
+
+
+def test_citations_of_other_papers_are_not_method_md_sections():
+    text = "recipe (Hoyer et al., CVPR 2022, §3.2–§3.4, §4.1) and the mix (§3.5)"
+    found = [m.group(2) for m in _BARE.finditer(text) if not _in_paper_citation(text, m.start())]
+    assert found == ["§3.5"]
