@@ -568,8 +568,11 @@ def test_failure_in_the_middle_keeps_previous_outputs(stage: str, good: Path, tm
 
 # Runs a stage with MIDDLE's function replaced by one that says it is there and then waits for Ctrl-C.
 HANG_IN_MIDDLE = """
-import importlib, runpy, sys, time
+import importlib, runpy, signal, sys, time
 from pathlib import Path
+# A shell's background job (`make test &`, nohup) starts with SIGINT ignored, and Python then keeps it ignored:
+# restore Python's Ctrl-C so the test sends what a user's terminal sends.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 module, attr = sys.argv[1].split(":")
 def hang(*a, **k):
     Path("READY").write_text("")
