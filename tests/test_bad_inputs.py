@@ -607,7 +607,7 @@ def test_sigint_keeps_previous_outputs(stage: str, good: Path, tmp_path: Path):
     assert_previous_kept(case, stage)
 
 
-@pytest.mark.parametrize("stage,key", [("train", "train.workers"), ("depth_pretrain", "depth.workers")])
+@pytest.mark.parametrize("stage,key", [("train", "run.train.workers"), ("depth_pretrain", "run.depth.workers")])
 def test_loader_worker_error_is_the_main_process_line(stage: str, key: str, good: Path, tmp_path: Path):
     """Issue 18 §2: a DataError raised in a DataLoader worker reaches the user as the one line it is with
     workers: 0 (file, what is wrong, fix), not torch's "Caught DataError in DataLoader worker ..." text."""
@@ -623,5 +623,5 @@ def test_loader_worker_error_is_the_main_process_line(stage: str, key: str, good
         assert len(errors) == 1, res.stderr[-3000:]
         lines[workers] = errors[0]
     assert "DataLoader worker" not in lines[1] and "Traceback" not in lines[1], lines[1]
-    assert re.match(r"error: \S+\.png: corrupt or truncated .*re-extract or re-render this file$", lines[1])
+    assert re.match(r"error: \S+\.png: corrupt or truncated .*re-render the benchmark", lines[1]), lines[1]
     assert lines[1] == lines[0]
