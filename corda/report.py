@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from corda.io import atomic_path, write_png
+from corda.io import atomic_path, write_json, write_png
 from corda.labels import colorize
 
 Results = Mapping[str, Mapping[str, Any]]
@@ -74,38 +74,50 @@ def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
 
 # -- headline metrics ----------------------------------------------------------------------------
 
+#: Folder of the headline metrics: the only files dvc.yaml declares as ``metrics``.
+HEADLINE_DIR = "metrics/top"
+#: Pseudo-label signal (``metrics/pseudo_labels.json``'s ``auroc`` keys) → its headline row.
+PSEUDO_SIGNAL_ROWS = {"confidence": "pl_confidence", "depth_weight": "pl_omega", "combined": "pl_combined"}
+
 
 def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
                      pseudo: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
-    """The few numbers ``dvc metrics show`` / ``dvc exp show`` lead with (``metrics/summary.json``).
+    """The headline numbers as rows: ``{row name: {measure: value}}``, one ``<HEADLINE_DIR>/<row>.json`` each.
 
-    ``miou.<model>``: each model's target-val mIoU (fraction); ``miou13.<model>`` too for a SYNTHIA
-    source (the paper's mIoU*). ``depth.abs_rel``/``depth.delta1``: the depth network on target val
-    (``metrics/depth.json``'s ``target``). ``pseudo_labels.label_miou``: the exported pseudo-labels
-    scored against the target train labels (not a model's score), and ``pseudo_labels.auroc_<signal>``:
-    how well each signal ranks the wrong pseudo-labels (``metrics/pseudo_labels.json``).
-    Only numbers: undefined values (None) and every string are left out; the details stay in the
-    per-stage files.
+    ``dvc metrics show`` prints a row per metrics file and a column per key over all of them, so the
+    rows share four measures and the table stays four (SYNTHIA: five) columns wide:
+
+    * ``<model>``: ``miou``, the model's target-val mIoU (fraction); with a SYNTHIA source also
+      ``miou13``, the paper's mIoU* over 13 classes.
+    * ``depth``: ``abs_rel`` and ``delta1`` of the depth network on target val (``metrics/depth.json``).
+    * ``pl_labels``: ``miou`` of the exported pseudo-labels against the target *train* labels (the
+      labels' quality, not a model's score).
+    * ``pl_confidence``, ``pl_omega`` (ω, ``depth_weight``), ``pl_combined``: ``auroc``, how well that
+      per-pixel signal ranks the wrong pseudo-labels below the right ones (``metrics/pseudo_labels.json``).
+
+    Rows come in this order (models in ``results`` order) and every row is present, empty when its
+    numbers are missing or undefined, so the files dvc.yaml declares always exist. Only finite
+    numbers; strings and details stay in the per-stage files.
     """
 
-    def num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    def nums(pairs: Mapping[str, Any]) -> dict[str, float]:
+        return {k: float(v) for k, v in pairs.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
-    out: dict[str, dict[str, float]] = {}
-    for key in ("miou", "miou13"):
-        vals = {m: float(r[key]) for m, r in results.items() if num(r.get(key))}
-        if vals:
-            out[key] = vals
+    rows = {m: nums({k: r.get(k) for k in ("miou", "miou13")}) for m, r in results.items()}
     target = (depth or {}).get("target") or {}
-    if any(num(target.get(k)) for k in ("abs_rel", "delta1")):
-        out["depth"] = {k: float(target[k]) for k in ("abs_rel", "delta1") if num(target.get(k))}
-    if pseudo:
-        pl = {"label_miou": pseudo.get("miou")}
-        pl.update({f"auroc_{k}": v for k, v in (pseudo.get("auroc") or {}).items()})
-        pl = {k: float(v) for k, v in pl.items() if num(v)}
-        if pl:
-            out["pseudo_labels"] = pl
-    return out
+    rows["depth"] = nums({k: target.get(k) for k in ("abs_rel", "delta1")})
+    rows["pl_labels"] = nums({"miou": (pseudo or {}).get("miou")})
+    auroc = (pseudo or {}).get("auroc") or {}
+    rows.update({row: nums({"auroc": auroc.get(sig)}) for sig, row in PSEUDO_SIGNAL_ROWS.items()})
+    return rows
+
+
+def write_headline_metrics(folder: str | os.PathLike, rows: Mapping[str, Mapping[str, float]]) -> None:
+    """Write :func:`headline_metrics`' rows as ``<folder>/<row>.json`` (key-sorted, atomic)."""
+    os.makedirs(folder, exist_ok=True)
+    for name, values in rows.items():
+        write_json(os.path.join(folder, f"{name}.json"), dict(values))
 
 
 # -- DVC plot records ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Stage `evaluate`: score every trained model on the target val split (method.md §6).
 
-Writes ``metrics/summary.json`` (the headline numbers, the pipeline's one DVC metrics file: each model's
-mIoU plus the depth and pseudo-label numbers of ``metrics/depth.json`` and ``metrics/pseudo_labels.json``,
+Writes ``metrics/top/`` (the headline numbers, the pipeline's only DVC metrics: a small file per model
+plus the depth and pseudo-label numbers of ``metrics/depth.json`` and ``metrics/pseudo_labels.json``,
 see :func:`corda.report.headline_metrics`), ``metrics/eval.json`` (details, git-tracked:
 ``<model>.miou``, ``<model>.per_class.<class>``, ``<model>.pixel_acc``), ``metrics/results.md`` (the paper-style table the README embeds) and
 ``eval/`` (plot data for ``dvc plots`` and PNG renderings that work offline).
@@ -87,10 +87,10 @@ def main(
 
         raise CordaError(f"{models_dir}: no trained models found; run the train stages first")
     out_metrics, out_table, out_eval = Path("metrics/eval.json"), Path("metrics/results.md"), Path("eval")
-    out_summary = Path("metrics/summary.json")
-    finals = (out_summary, out_metrics, out_table, out_eval)
+    out_top = Path(report.HEADLINE_DIR)
+    finals = (out_top, out_metrics, out_table, out_eval)
     with staged_outputs(*finals) as staged:
-        out_summary, out_metrics, out_table, out_eval = (staged[p] for p in finals)
+        out_top, out_metrics, out_table, out_eval = (staged[p] for p in finals)
         results, matrices, histories, loaded = {}, {}, {}, {}
         for name in names:
             model, ck = load_model(models_dir / f"{name}.pt", device)
@@ -105,7 +105,7 @@ def main(
             log.info("%-13s mIoU %.2f  pixel acc %.2f", name, 100 * (results[name]["miou"] or 0),
                      100 * (results[name]["pixel_acc"] or 0))
         write_json(out_metrics, results)
-        write_json(out_summary, report.headline_metrics(
+        report.write_headline_metrics(out_top, report.headline_metrics(
             results, read_json(depth_metrics) if depth_metrics.is_file() else None,
             read_json(pseudo_metrics) if pseudo_metrics.is_file() else None))
         set_names = [CLASS_NAMES[i] for i in class_set]
