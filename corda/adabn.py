@@ -1,15 +1,16 @@
 """BatchNorm statistics re-estimated on unlabelled target images (AdaBN, Li et al., 2017).
 
-Why the evaluate stage needs it (issue 17). In the paper every backbone BN layer is frozen at its
-ImageNet/COCO statistics, which neither domain set, so the paper's "source only" row measures how far the
-*weights* learnt on the source carry to the target. The embedded default trains from scratch: its BN
-layers learn their running statistics from the batches they see. The UDA methods see target (and mixed)
-images in every batch; the source-only model sees source images only, so its statistics are source
-statistics, and on the target's different colours and camera those statistics alone collapse the
-prediction (road 0 IoU). The source-only row is therefore reported twice: with its own running
-statistics (strictly no target data) and with statistics re-estimated on unlabelled target train images
-(no labels, no gradient step: the weights are untouched), which is what "no adaptation of the weights"
-means for a network without neutral statistics.
+Why the evaluate stage needs it (issue 17). A BN layer's running statistics are averaged over the batches the
+network trained on. The source-only model sees source images only, so its statistics are source statistics;
+the UDA methods alternate source and mixed batches (as the authors' code does, method.md §9.6), so theirs are a
+blend; only the oracle's are target statistics. In the paper the backbone starts from COCO-pretrained
+statistics and both domains are photo-like images. The embedded default trains from scratch on two rendered domains
+with different colours and cameras, and there the statistics mismatch alone collapses the source-only
+prediction on the target (road 0 IoU, most pixels "car") while its weights, with target statistics, find the
+road. So the evaluate stage reports every model twice: with its own running statistics (what the trained
+model is; no target data for source_only) and with statistics re-estimated on unlabelled target train images
+(AdaBN: no labels, no gradient step, the weights untouched), which separates what the weights learnt from
+what the statistics cost.
 """
 
 from __future__ import annotations
