@@ -43,25 +43,6 @@ def apply_sets(p: dict, sets: list[str]) -> dict:
     return p
 
 
-def target_bn_statistics(model, target_ds, device, batches: int = 16, batch_size: int = 16):
-    """A copy of ``model`` whose BN running statistics are the average over target train batches (AdaBN)."""
-    import copy
-
-    import torch
-
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-    model.train()
-    with torch.no_grad():
-        for i in range(batches):
-            items = [target_ds[(i * batch_size + j) % len(target_ds)]["image"] for j in range(batch_size)]
-            model(torch.stack(items).to(device))
-    return model.eval()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="+", default=["oracle", "source_only", "dacs", "corda"],
@@ -123,7 +104,13 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         miou, per_class = score(student)
         t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)
-        adabn = round(score(target_bn_statistics(student, tgt, device))[0], 1) if args.adabn else None
+        adabn = None
+        if args.adabn:  # as the evaluate stage: the first 256 target train images, whole, in order
+            from corda.adabn import adabn_batches, target_bn_statistics
+
+            adapted = target_bn_statistics(student, adabn_batches(splits["target_train"], 256, 16,
+                                                                  tcfg.target_resize_hw, device))
+            adabn = round(score(adapted)[0], 1)
         row = {"tag": args.tag, "method": name, "seed": tcfg.seed, "iterations": tcfg.iterations,
                "split": args.split, "sets": args.sets, "miou": round(miou, 1), "per_class": per_class,
                "teacher_miou": None if t_miou is None else round(t_miou, 1), "teacher_per_class": t_per_class,

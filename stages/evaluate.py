@@ -3,7 +3,9 @@
 Writes ``metrics/top/`` (the headline numbers, the pipeline's only DVC metrics: a small file per model
 plus the depth and pseudo-label numbers of ``metrics/depth.json`` and ``metrics/pseudo_labels.json``,
 see :func:`corda.report.headline_metrics`), ``metrics/eval.json`` (details, git-tracked:
-``<model>.miou``, ``<model>.per_class.<class>``, ``<model>.pixel_acc``), ``metrics/results.md`` (the paper-style table the README embeds) and
+``<model>.miou``, ``<model>.per_class.<class>``, ``<model>.pixel_acc``, and the same under ``<model>_adabn`` with
+BN statistics from target train images, see :mod:`corda.adabn`), ``metrics/results.md`` (the paper-style
+tables the README embeds) and
 ``eval/`` (plot data for ``dvc plots`` and PNG renderings that work offline).
 """
 
@@ -39,6 +41,9 @@ class EvalConfig:
     score_at: Literal["label", "input"] = "label"
     export_label_ids: bool = False  # also write Cityscapes label-id PNGs for the official evaluator
     strip_items: int = field(6, min=1)  # rows of the qualitative strip
+    # Every model is also scored with its BN statistics re-estimated on this many unlabelled target train
+    # images (rows "<model>_adabn"; corda/adabn.py says why a from-scratch network needs both); 0 = off.
+    adabn_items: int = field(256, min=0)
     device: str = "auto"
 
 
@@ -53,7 +58,7 @@ def main(
     pseudo_metrics: Annotated[Path, typer.Option(help="pseudo_labels' metrics, for the summary")] = Path(
         "metrics/pseudo_labels.json"),
 ) -> None:
-    """Score source_only, dacs, corda, corda_round2 and oracle on target val; write metrics, table and plots."""
+    """Score each trained model on target val (also with target BN statistics); write metrics, table, plots."""
     import numpy as np
 
     from corda import report
@@ -67,6 +72,7 @@ def main(
     from corda.metrics import export_label_ids
     from corda.segmentation import load_model
     from corda.uda import depth_discrepancy_weight
+    from corda.adabn import adabn_batches, target_bn_statistics
     from corda.data.codecs import inv_to_depth
 
     p = load_params(params)
@@ -91,7 +97,7 @@ def main(
     finals = (out_top, out_metrics, out_table, out_eval)
     with staged_outputs(*finals) as staged:
         out_top, out_metrics, out_table, out_eval = (staged[p] for p in finals)
-        results, matrices, histories, loaded = {}, {}, {}, {}
+        results, matrices, histories, loaded, adabn = {}, {}, {}, {}, {}
         for name in names:
             model, ck = load_model(models_dir / f"{name}.pt", device)
             cm = confusion_over(model, progress(iterate_batches(scored, cfg.batch_size), None, f"eval {name}"),
@@ -104,13 +110,28 @@ def main(
             loaded[name] = model
             log.info("%-13s mIoU %.2f  pixel acc %.2f", name, 100 * (results[name]["miou"] or 0),
                      100 * (results[name]["pixel_acc"] or 0))
-        write_json(out_metrics, results)
+        for name in names if cfg.adabn_items else ():
+            adapted = target_bn_statistics(loaded[name], adabn_batches(
+                load_splits(manifest)["target_train"], cfg.adabn_items, cfg.batch_size, cfg.eval_hw, device))
+            cm = confusion_over(adapted, progress(iterate_batches(scored, cfg.batch_size), None,
+                                                  f"eval {name} (target BN statistics)"), adapted.num_classes, device)
+            adabn[name] = cm.to_dict(CLASS_NAMES, class_set)
+            if set_name == "synthia16":
+                adabn[name]["miou13"] = float(cm.miou(CLASS_SETS["synthia13"]))
+            log.info("%-13s mIoU %.2f  with BN statistics from %d target train images", name,
+                     100 * (adabn[name]["miou"] or 0), cfg.adabn_items)
+        write_json(out_metrics, {**results, **{f"{n}_adabn": r for n, r in adabn.items()}})
         report.write_headline_metrics(out_top, report.headline_metrics(
             results, read_json(depth_metrics) if depth_metrics.is_file() else None,
             read_json(pseudo_metrics) if pseudo_metrics.is_file() else None))
         set_names = [CLASS_NAMES[i] for i in class_set]
         table = report.results_table_markdown({k: v for k, v in results.items()}, set_names)
-        write_text(out_table, f"Target-val IoU (%) over the `{set_name}` class set.\n\n{table}\n")
+        text = f"Target-val IoU (%) over the `{set_name}` class set.\n\n{table}\n"
+        if adabn:
+            text += (f"\nThe same models with their BatchNorm statistics re-estimated on {cfg.adabn_items} "
+                     "unlabelled target train images (AdaBN; no weight changes, see corda/adabn.py):\n\n"
+                     + report.results_table_markdown(adabn, set_names) + "\n")
+        write_text(out_table, text)
 
         # Plot data for `dvc plots` (declared in dvc.yaml) and offline PNG renderings of the same charts.
         out_eval.mkdir(parents=True, exist_ok=True)
