@@ -76,3 +76,50 @@ def test_missing_manifest_says_run_the_data_stage(tmp_path):
     with pytest.raises(DataError, match=r"manifest\.json: file not found; run the data stage first: "
                                         r"`dvc repro data` \(or `python -m stages\.data`\)$"):
         check_data_kinds({}, tmp_path / "manifest.json")
+
+
+AFTER_DATA = ("depth_pretrain", "depth_maps", "train", "pseudo_labels", "self_train", "evaluate")
+
+
+@pytest.mark.parametrize("stage", AFTER_DATA)
+def test_every_stage_after_data_rejects_a_preset_over_the_procedural_manifest(stage, tmp_path):
+    """A paper preset applied while the procedural manifest is still in place: each stage stops at once with
+    exit 2, naming the mismatch and the stage to run, instead of training on the procedural data."""
+    import importlib
+
+    import yaml
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"]["source"]["kind"] = "gta5"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    manifest = _manifest(tmp_path, "procedural", "procedural")
+    app = importlib.import_module(f"stages.{stage}").app
+    res = CliRunner().invoke(app, ["--params", str(tmp_path / "params.yaml"), "--manifest", str(manifest)])
+    assert res.exit_code == 2, res.output
+    assert "made from source kind 'procedural' but params.yaml has data.source.kind 'gta5'" in res.output
+    assert "`dvc repro data`" in res.output
+
+
+def test_a_corrupt_image_gets_one_fix(tmp_path):
+    """A file that passes the header check but does not decode: one error with one fix, the caller's (predict's)
+    or the dataset's (re-render the benchmark, re-extract a real dataset), never two pasted together."""
+    import re
+
+    from corda.io import read_image
+    from corda.predict import load_rgb
+
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(DataError) as exc:
+        load_rgb(bad)
+    assert re.fullmatch(r"\S+x\.png: unreadable image \([^;]*\); remove or re-export the file, or pass --skip-bad",
+                        str(exc.value)), str(exc.value)
+    with pytest.raises(DataError) as exc:
+        read_image(bad)
+    assert re.fullmatch(r"\S+: corrupt or truncated image \([^;]*\); re-extract this file from the dataset's "
+                        r"archive", str(exc.value)), str(exc.value)
+    bench = tmp_path / "data" / "benchmark" / "x.png"
+    bench.parent.mkdir(parents=True)
+    bench.write_bytes(bad.read_bytes())
+    with pytest.raises(DataError, match=r"\([^;]*\); re-render the benchmark: `dvc repro -f data`$"):
+        read_image(bench)
