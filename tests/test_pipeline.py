@@ -54,6 +54,11 @@ def test_repro_writes_every_artefact(smoke_repo):
     assert "abs_rel" in depth["target"]
     pl = json.loads((smoke_repo / "metrics/pseudo_labels.json").read_text())
     assert "auroc" in pl and "miou" in pl
+    # The headline metrics: every file dvc.yaml declares as metrics, only numbers (corda.report.headline_metrics).
+    for m in yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]["evaluate"]["metrics"]:
+        values = json.loads((smoke_repo / next(iter(m))).read_text())
+        assert all(isinstance(v, float) for v in values.values()), m
+    assert "miou" in json.loads((smoke_repo / "metrics/top/corda.json").read_text())
     for p in ("depth/source.h5", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
               "metrics/results.md", "dvclive/train_corda/metrics.json"):
         assert (smoke_repo / p).is_file(), p

@@ -324,3 +324,18 @@ def test_exp_show_recipe_fits_80_columns():
     widest = max(len(line) for line in lines) - exp_col + max(exp_col, EXP_ROW_WIDTH + 2)
     assert widest <= 80, out
     assert all(re.fullmatch(r"\d\.\d+|-|!", line.split("|")[2].strip()) for line in lines[2:]), out
+
+
+def test_option_spans_are_options_of_a_stage_or_a_benchmark_script():
+    """A bare option in the text (`--teacher`, `--architecture daformer --mit b5`) is an option of a stage command
+    or of a script under benchmarks/ (argparse)."""
+    import typer
+
+    from stages.__main__ import app
+
+    group = typer.main.get_command(app)
+    known = {o for c in group.commands.values() for o in _options(c)}
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        known |= set(re.findall(r"[\"'](--[a-z0-9-]+)[\"']", script.read_text()))
+    spans = [tok for s in code_spans() if s.startswith("--") for tok in s.split() if tok.startswith("--")]
+    assert spans and set(spans) <= known, set(spans) - known
