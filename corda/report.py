@@ -74,14 +74,19 @@ def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
 
 # -- headline metrics ----------------------------------------------------------------------------
 
-#: Folder of the headline metrics: the only files dvc.yaml declares as ``metrics``.
+#: Folder of the headline metrics: the only files dvc.yaml declares as ``metrics`` (with ADABN_DIR).
 HEADLINE_DIR = "metrics/top"
+#: Folder of the ``<model>_adabn`` rows (``<ADABN_DIR>/<model>.json``): a folder of its own keeps the paths short
+#: enough for an 80-column ``dvc metrics show``.
+ADABN_DIR = "metrics/adabn"
+ADABN_SUFFIX = "_adabn"
 #: Pseudo-label signal (``metrics/pseudo_labels.json``'s ``auroc`` keys) → its headline row.
 PSEUDO_SIGNAL_ROWS = {"confidence": "pl_confidence", "depth_weight": "pl_omega", "combined": "pl_combined"}
 
 
 def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
-                     pseudo: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
+                     pseudo: Mapping[str, Any] | None = None,
+                     adabn: Results | None = None) -> dict[str, dict[str, float]]:
     """The headline numbers as rows: ``{row name: {measure: value}}``, one ``<HEADLINE_DIR>/<row>.json`` each.
 
     ``dvc metrics show`` prints a row per metrics file and a column per key over all of them, so the
@@ -89,6 +94,9 @@ def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
 
     * ``<model>``: ``miou``, the model's target-val mIoU (fraction); with a SYNTHIA source also
       ``miou13``, the paper's mIoU* over 13 classes.
+    * ``<model>_adabn`` (written to ``<ADABN_DIR>/<model>.json``): the same with the model's BN statistics
+      re-estimated on target train images (``adabn``, :mod:`corda.adabn`); empty when the evaluate stage did
+      not compute them (``evaluate.adabn_items: 0``).
     * ``depth``: ``abs_rel`` and ``delta1`` of the depth network on target val (``metrics/depth.json``).
     * ``pl_labels``: ``miou`` of the exported pseudo-labels against the target *train* labels (the
       labels' quality, not a model's score).
@@ -105,6 +113,8 @@ def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
     rows = {m: nums({k: r.get(k) for k in ("miou", "miou13")}) for m, r in results.items()}
+    rows.update({f"{m}{ADABN_SUFFIX}": nums({k: (adabn or {}).get(m, {}).get(k) for k in ("miou", "miou13")})
+                 for m in results})
     target = (depth or {}).get("target") or {}
     rows["depth"] = nums({k: target.get(k) for k in ("abs_rel", "delta1")})
     rows["pl_labels"] = nums({"miou": (pseudo or {}).get("miou")})
@@ -113,11 +123,26 @@ def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
     return rows
 
 
-def write_headline_metrics(folder: str | os.PathLike, rows: Mapping[str, Mapping[str, float]]) -> None:
-    """Write :func:`headline_metrics`' rows as ``<folder>/<row>.json`` (key-sorted, atomic)."""
-    os.makedirs(folder, exist_ok=True)
+def headline_path(row: str) -> str:
+    """The file of a :func:`headline_metrics` row, relative to the repository root."""
+    if row.endswith(ADABN_SUFFIX):
+        return f"{ADABN_DIR}/{row[:-len(ADABN_SUFFIX)]}.json"
+    return f"{HEADLINE_DIR}/{row}.json"
+
+
+def write_headline_metrics(folder: str | os.PathLike, rows: Mapping[str, Mapping[str, float]],
+                           adabn_folder: str | os.PathLike | None = None) -> None:
+    """Write :func:`headline_metrics`' rows as ``<folder>/<row>.json`` and the ``<model>_adabn`` rows as
+    ``<adabn_folder>/<model>.json`` (key-sorted, atomic); ``adabn_folder`` defaults to ADABN_DIR beside
+    ``folder``."""
+    adabn_folder = adabn_folder or os.path.join(os.path.dirname(os.path.abspath(folder)), os.path.basename(ADABN_DIR))
     for name, values in rows.items():
-        write_json(os.path.join(folder, f"{name}.json"), dict(values))
+        if name.endswith(ADABN_SUFFIX):
+            path = os.path.join(adabn_folder, f"{name[:-len(ADABN_SUFFIX)]}.json")
+        else:
+            path = os.path.join(folder, f"{name}.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json(path, dict(values))
 
 
 # -- DVC plot records ---------------------------------------------------------------------------

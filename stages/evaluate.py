@@ -93,10 +93,10 @@ def main(
 
         raise CordaError(f"{models_dir}: no trained models found; run the train stages first")
     out_metrics, out_table, out_eval = Path("metrics/eval.json"), Path("metrics/results.md"), Path("eval")
-    out_top = Path(report.HEADLINE_DIR)
-    finals = (out_top, out_metrics, out_table, out_eval)
+    out_top, out_adabn = Path(report.HEADLINE_DIR), Path(report.ADABN_DIR)
+    finals = (out_top, out_adabn, out_metrics, out_table, out_eval)
     with staged_outputs(*finals) as staged:
-        out_top, out_metrics, out_table, out_eval = (staged[p] for p in finals)
+        out_top, out_adabn, out_metrics, out_table, out_eval = (staged[p] for p in finals)
         results, matrices, histories, loaded, adabn = {}, {}, {}, {}, {}
         for name in names:
             model, ck = load_model(models_dir / f"{name}.pt", device)
@@ -121,9 +121,9 @@ def main(
             log.info("%-13s mIoU %.2f  with BN statistics from %d target train images", name,
                      100 * (adabn[name]["miou"] or 0), cfg.adabn_items)
         write_json(out_metrics, {**results, **{f"{n}_adabn": r for n, r in adabn.items()}})
-        report.write_headline_metrics(out_top, report.headline_metrics(
+        report.write_headline_metrics(out_top, adabn_folder=out_adabn, rows=report.headline_metrics(
             results, read_json(depth_metrics) if depth_metrics.is_file() else None,
-            read_json(pseudo_metrics) if pseudo_metrics.is_file() else None))
+            read_json(pseudo_metrics) if pseudo_metrics.is_file() else None, adabn))
         set_names = [CLASS_NAMES[i] for i in class_set]
         table = report.results_table_markdown({k: v for k, v in results.items()}, set_names)
         text = f"Target-val IoU (%) over the `{set_name}` class set.\n\n{table}\n"

@@ -62,7 +62,7 @@ STAGES = {
     "self_train": Stage("stages.self_train", (), ("data", "depth", "models/corda.pt", "pseudo"),
                         ("models/corda_round2.pt", "dvclive/self_train")),
     "evaluate": Stage("stages.evaluate", (), ("data", "models/corda.pt"),
-                      ("metrics/top", "metrics/eval.json", "metrics/results.md", "eval")),
+                      ("metrics/top", "metrics/adabn", "metrics/eval.json", "metrics/results.md", "eval")),
 }
 
 

@@ -146,7 +146,8 @@ def test_prediction_strip_layout_and_colours(tmp_path):
         prediction_strip([dict(image=np.zeros((4, 4, 3)), gt=np.zeros((5, 4)))], tmp_path / "bad.png")
 
 
-HEADLINE_ROWS = ["source_only", "dacs", "corda", "corda_round2", "oracle", "depth", "pl_labels", "pl_confidence",
+HEADLINE_ROWS = ["source_only", "dacs", "corda", "corda_round2", "oracle", "source_only_adabn",
+                 "dacs_adabn", "corda_adabn", "corda_round2_adabn", "oracle_adabn", "depth", "pl_labels", "pl_confidence",
                  "pl_omega", "pl_combined"]
 
 
@@ -162,7 +163,9 @@ def _full_headline(miou13: bool):
     depth = {"mode": "stereo", "target": {"abs_rel": 0.126245493036, "delta1": 0.812565261468, "rmse": 6.4}}
     pseudo = {"miou": 0.415677201275, "auroc": {"confidence": 0.841752930326, "depth_weight": 0.461681926668,
                                                  "combined": 0.769467977231}}
-    return headline_metrics(results, depth, pseudo)
+    # The SYNTHIA presets score no model with target BN statistics (evaluate.adabn_items 0): empty rows.
+    adabn = None if miou13 else {m: {"miou": r["miou"] + 0.05} for m, r in results.items()}
+    return headline_metrics(results, depth, pseudo, adabn)
 
 
 def test_headline_metrics_are_rows_of_a_few_shared_measures():
@@ -177,13 +180,16 @@ def test_headline_metrics_are_rows_of_a_few_shared_measures():
     depth = {"mode": "stereo", "source": "ground_truth", "target": {"abs_rel": 0.12, "delta1": 0.81, "rmse": 6.4}}
     pseudo = {"miou": 0.36, "per_class": {"road": 0.9}, "pixels": 100,
               "auroc": {"confidence": 0.84, "depth_weight": 0.46, "combined": None}}
-    got = headline_metrics(results, depth, pseudo)
+    got = headline_metrics(results, depth, pseudo, {"dacs": {"miou": 0.33, "per_class": {"road": 0.9}}})
     assert got == {"dacs": {"miou": 0.3}, "corda": {"miou": 0.35, "miou13": 0.4}, "oracle": {},
+                   "dacs_adabn": {"miou": 0.33}, "corda_adabn": {}, "oracle_adabn": {},
                    "depth": {"abs_rel": 0.12, "delta1": 0.81}, "pl_labels": {"miou": 0.36},
                    "pl_confidence": {"auroc": 0.84}, "pl_omega": {"auroc": 0.46}, "pl_combined": {}}
-    assert list(got) == ["dacs", "corda", "oracle", "depth", "pl_labels", "pl_confidence", "pl_omega", "pl_combined"]
+    assert list(got) == ["dacs", "corda", "oracle", "dacs_adabn", "corda_adabn", "oracle_adabn", "depth",
+                         "pl_labels", "pl_confidence", "pl_omega", "pl_combined"]
     assert headline_metrics({"dacs": {"miou": 0.3}}) == {
-        "dacs": {"miou": 0.3}, "depth": {}, "pl_labels": {}, "pl_confidence": {}, "pl_omega": {}, "pl_combined": {}}
+        "dacs": {"miou": 0.3}, "dacs_adabn": {}, "depth": {}, "pl_labels": {}, "pl_confidence": {}, "pl_omega": {},
+        "pl_combined": {}}
     keys = set().union(*_full_headline(miou13=True).values())
     assert keys == {"miou", "miou13", "abs_rel", "delta1", "auroc"}
 
@@ -194,13 +200,13 @@ def test_dvc_yaml_declares_only_the_headline_rows_as_metrics():
     so `dvc metrics diff --targets` can still read them."""
     import yaml
 
-    from corda.report import HEADLINE_DIR
+    from corda.report import headline_path
 
     root = Path(__file__).resolve().parents[1]
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     declared = [next(iter(m)) if isinstance(m, dict) else m
                 for st in dvc["stages"].values() for m in st.get("metrics", [])] + list(dvc.get("metrics", []))
-    assert declared == [f"{HEADLINE_DIR}/{r}.json" for r in _full_headline(miou13=False)]
+    assert declared == [headline_path(r) for r in _full_headline(miou13=False)]
     assert all(m == {p: {"cache": False}} for m, p in zip(dvc["stages"]["evaluate"]["metrics"], declared))
     outs = {next(iter(o)): o[next(iter(o))] for st in dvc["stages"].values() for o in st.get("outs", [])
             if isinstance(o, dict)}
@@ -229,7 +235,7 @@ def test_dvc_metrics_show_fits_80_columns(tmp_path, miou13):
     import shutil
     import subprocess
 
-    from corda.report import HEADLINE_DIR, write_headline_metrics
+    from corda.report import HEADLINE_DIR, headline_path, write_headline_metrics
 
     root = Path(__file__).resolve().parents[1]
     shutil.copy2(root / "dvc.yaml", tmp_path / "dvc.yaml")
@@ -243,7 +249,7 @@ def test_dvc_metrics_show_fits_80_columns(tmp_path, miou13):
     lines = out.rstrip("\n").splitlines()
     assert max(len(line) for line in lines) <= 80, out
     assert lines[0].split() == ["Path", "abs_rel", "auroc", "delta1", "miou"] + (["miou13"] if miou13 else [])
-    assert [line.split()[0] for line in lines[1:]] == [f"{HEADLINE_DIR}/{r}.json" for r in rows]
+    assert [line.split()[0] for line in lines[1:]] == [headline_path(r) for r in rows]
     subprocess.run(git + ["add", "-A"], cwd=tmp_path, check=True)
     subprocess.run(git + ["commit", "-qm", "x"], cwd=tmp_path, check=True)
     rows["corda"]["miou"] += 0.01
