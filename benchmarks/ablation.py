@@ -59,14 +59,8 @@ def main() -> None:
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
     from corda.methods import get_method
-    from corda.segmentation import (
-        ModelConfig,
-        TrainConfig,
-        make_eval_fn,
-        run_training,
-        seg_datasets,
-        set_seeds,
-    )
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import make_eval_fn, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
 
     setup_logging("WARNING")

@@ -10,7 +10,7 @@ confidence q_max, ω and their product q_max·ω. Accuracy-vs-signal curves show
 
 Everything streams: per-pixel data are reduced into fixed-size histograms and a confusion matrix, so
 memory does not grow with the number of images. The model side (computing q_max and ω) lives in
-``corda.seg_train`` / ``corda.uda``.
+``corda.seg.step`` / ``corda.uda``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ def main(
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
     from corda.depth.metrics import DepthMetricAccumulator
-    from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth, predict_full
+    from corda.depth.config import DepthConfig
+    from corda.depth.run import camera_height_scale, export_depth, predict_full
     from corda.errors import CordaError, DataError, brief_error
     from corda.h5io import write_depth_h5
     from corda.inference import iterate_batches
@@ -45,7 +46,7 @@ def main(
     from corda.models.depth_net import DepthNet
 
     p = load_params(params)
-    cfg = section(p, "depth", DepthStageConfig)
+    cfg = section(p, "depth", DepthConfig)
     check_data_kinds(p, manifest)
     device = resolve_device(cfg.device)
     splits = load_splits(manifest)

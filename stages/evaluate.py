@@ -65,7 +65,7 @@ def main(
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.metrics import export_label_ids
-    from corda.segmentation import load_model
+    from corda.seg.run import load_model
     from corda.uda import depth_discrepancy_weight
     from corda.data.codecs import inv_to_depth
 

@@ -70,7 +70,7 @@ def main(
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.pseudo import PseudoLabelDiagnostics, pseudo_label_batch
-    from corda.segmentation import load_model
+    from corda.seg.run import load_model
 
     p = load_params(params)
     cfg = section(p, "pseudo_labels", PseudoConfig)

@@ -34,7 +34,7 @@ class SelfTrainConfig:
     # embedded benchmark, scores well above the student) or the student (the weights round 1 evaluates).
     init_from: Literal["teacher", "student"] = "teacher"
     # Weight of a pseudo-label CE on the un-mixed target images (besides the ClassMix term); it also lets the
-    # student's BatchNorm statistics see target images (corda.seg_train.SegTrainConfig.target_ce_weight).
+    # student's BatchNorm statistics see target images (corda.seg.step.TrainConfig.target_ce_weight).
     target_weight: float = field(0.0, min=0.0)
 
 
@@ -50,7 +50,8 @@ def main(
     """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
     from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import set_seeds
 
     p = load_params(params)
     mcfg = section(p, "model", ModelConfig)
@@ -82,7 +83,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.segmentation import load_model, make_eval_fn, run_training, save_model, seg_datasets
+    from corda.seg.run import load_model, make_eval_fn, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
     src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)

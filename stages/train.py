@@ -38,7 +38,8 @@ def main(
     from corda.errors import ConfigError
     from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import set_seeds
 
     method = Method(method).value  # typer gives the enum; a direct call may pass the string
     p = load_params(params)
@@ -68,7 +69,7 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.segmentation import make_eval_fn, run_training, save_model, seg_datasets
+    from corda.seg.run import make_eval_fn, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
     src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, 

@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 from corda.errors import CordaError
+from corda.models.weights import nested_state_dict, require_tensor_dict, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -154,27 +155,12 @@ _STRIP_PREFIXES = ("module.", "Scale.")
 
 def map_checkpoint_key(key: str) -> str:
     """Map a torchvision or DeepLab (``Scale.layer1.0.conv1.weight``) key to our backbone's name."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
+    return strip_prefixes(key, _STRIP_PREFIXES)
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     """Accept a bare state dict or a training checkpoint that holds one under a usual key."""
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if k in obj and isinstance(obj[k], dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CordaError(
-            f"{path}: not a state dict of tensors (ImageNet ResNet or DeepLab checkpoint expected)"
-        )
-    return obj
+    return require_tensor_dict(nested_state_dict(obj), path, "ImageNet ResNet or DeepLab checkpoint expected")
 
 
 def _find_backbone(model: nn.Module) -> nn.Module:

@@ -20,13 +20,11 @@ from torch import nn
 from corda.errors import CordaError
 from corda.geometry import disp_to_depth
 from corda.models.backbone import build_resnet
+from corda.models.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 
 Backbone = Literal["resnet18", "resnet34", "resnet50"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:

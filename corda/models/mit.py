@@ -41,6 +41,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from corda.errors import CordaError
+from corda.models.weights import is_tensor_dict, nested_state_dict, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +239,7 @@ _DROPPED_PREFIXES = ("head.",)
 
 def map_mit_key(key: str) -> str:
     """An official (or mmseg-wrapped) checkpoint key → our parameter name: strip the wrapper prefixes."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
+    return strip_prefixes(key, _STRIP_PREFIXES)
 
 
 def _examples(names: list[str], n: int = 3) -> str:
@@ -274,12 +269,8 @@ def load_mit_weights(encoder: MixTransformer, path: str | Path) -> list[str]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or non-tensor pickle: name the file, not a pickle trace
         raise CordaError(f"{path}: cannot read MiT weights ({' '.join(str(exc).split())[:120]}); {fix}") from exc
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    obj = nested_state_dict(obj)
+    if not is_tensor_dict(obj) or not obj:
         raise CordaError(f"{path}: not a state dict of tensors; {fix}")
     ckpt: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
