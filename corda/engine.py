@@ -193,6 +193,10 @@ class Trainer:
         log.info("resumed from %s at step %d/%d", self.scratch, self.state.step, self.iterations)
         return True
 
+    def write_curves(self, directory: str | Path) -> None:
+        """The history as dvclive curves in ``directory`` (:func:`write_dvclive`)."""
+        write_dvclive(self.history, directory)
+
     def discard_scratch(self) -> None:
         if self.write_checkpoints:
             self.scratch.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, section, stage_main
+from stages.common import stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.depth_pretrain")
@@ -39,9 +39,7 @@ def main(
     from corda.io import file_hash, save_torch, staged_outputs
     from corda.log import progress
 
-    p = load_params(params)
-    cfg = section(p, "depth", DepthConfig)
-    check_data_kinds(p, manifest)
+    (cfg,) = stage_configs(params, manifest, depth=DepthConfig)
     out_dir, out_live = Path("models/depth"), Path("dvclive/depth_pretrain")
     # depth.devices > 1: re-runs this command under torchrun; every rank trains its slice, rank 0 writes.
     with data_parallel(cfg.devices, "stages.depth_pretrain", resolve_device(cfg.device), "depth.devices") as (

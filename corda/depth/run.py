@@ -131,6 +131,37 @@ def predict_full(model: torch.nn.Module, images: torch.Tensor, cfg: DepthConfig)
     return 1.0 / F.interpolate(inv, size=hw, mode="bilinear", align_corners=False)
 
 
+def camera_height(path: Path) -> float:
+    """extrinsic.z of a Cityscapes camera JSON, the rig's height in metres (mono scale)."""
+    from corda.errors import DataError
+    from corda.io import read_json
+
+    cam = read_json(path)
+    try:
+        return float(cam["extrinsic"]["z"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: camera JSON lacks a numeric extrinsic.z (camera height, needed to "
+                        "scale depth.mode=mono); use the Cityscapes camera files or another depth.mode"
+                        ) from exc
+
+
+def mono_scale(net: torch.nn.Module, index, cfg: DepthConfig, batch_size: int, device: torch.device) -> float:
+    """Global metric scale of a monocular network from the camera height (module docstring): the median over
+    the first 100 images of ``index`` of :func:`camera_height_scale`."""
+    from corda.data.datasets import SegDepthDataset
+    from corda.inference import iterate_batches
+
+    ds = SegDepthDataset(index, ("image", "K"), None, None)
+    sub = torch.utils.data.Subset(ds, range(min(100, len(ds))))
+    ratios = []
+    for batch in iterate_batches(sub, batch_size):
+        d = predict_full(net, batch["image"].to(device), cfg)
+        heights = torch.tensor([camera_height(index.path("camera", int(i))) for i in batch["index"]],
+                               device=device)
+        ratios.append(camera_height_scale(d, batch["K"].to(device), heights))
+    return float(torch.cat(ratios).median())
+
+
 def export_depth(model: torch.nn.Module, cfg: DepthConfig, batches, device) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (name, metric depth (H, W) float32) for every item of ``batches`` (images in [0, 1])."""
     model.eval()

@@ -27,7 +27,7 @@ import torchvision
 from torch import nn
 
 from corda.errors import CordaError
-from corda.models.weights import nested_state_dict, require_tensor_dict, strip_prefixes
+from corda.models.weights import nested_state_dict, read_torch_file, require_tensor_dict, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +188,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         CordaError: the file is missing or does not hold a state dict.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CordaError(
+    obj = read_torch_file(
+        path, missing=(
             f"{path}: pretrained weights not found (model.pretrained); the paper presets start from the "
             "DeepLab-v2 ResNet-101 COCO-pretrained weights the authors and DACS use (resnet101COCO-41f33a49.pth, "
             "downloadable from the DACS/CorDA code releases): put that file at this path, point model.pretrained "
-            "at your copy (or at torchvision ImageNet ResNet weights), or set it to null to train from scratch")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or non-tensor pickle: report the file, not a pickle trace
-        raise CordaError(f"{path}: cannot read pretrained weights ({exc})") from exc
+            "at your copy (or at torchvision ImageNet ResNet weights), or set it to null to train from scratch"),
+        unreadable=lambda exc: f"{path}: cannot read pretrained weights ({exc})")
     ckpt = {map_checkpoint_key(k): v for k, v in _unwrap_state_dict(obj, path).items()}
 
     target = _find_backbone(model)

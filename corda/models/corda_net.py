@@ -29,7 +29,6 @@ from torch import nn
 
 from corda.errors import ConfigError
 from corda.models.backbone import Arch, DilatedResNet, load_pretrained
-
 from corda.models.normalization import (  # noqa: F401  (IMG_MEAN_BGR etc.: re-exported for callers)
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -38,6 +37,7 @@ from corda.models.normalization import (  # noqa: F401  (IMG_MEAN_BGR etc.: re-e
     init_bn_identity,
     init_conv_normal,
 )
+from corda.models.outputs import upsample_outputs  # noqa: F401  (re-exported: the network's outputs)
 
 # The DeepLab-v2 classifier declares four dilations (§1.4).
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -311,24 +311,6 @@ class CorDANet(InputNormalization, nn.Module):
             "initial_D": self.initial_d(f_d),
             "initial_D_src": self.initial_d_src(f_d),
         }
-
-
-def upsample_outputs(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
-                     keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-    """Bilinear (align_corners=True) upsampling of the outputs to ``size`` = (H, W), as in training (§1.4).
-
-    ``keys`` restricts which outputs are upsampled (the rest are dropped); aliases (DACS's S/initial_S) are
-    upsampled once.
-    """
-    result: dict[str, torch.Tensor] = {}
-    done: dict[int, torch.Tensor] = {}
-    for k, v in out.items():
-        if keys is not None and k not in keys:
-            continue
-        if id(v) not in done:
-            done[id(v)] = F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=True)
-        result[k] = done[id(v)]
-    return result
 
 
 def param_groups(model: CorDANet, lr: float, head_lr_mult: float = 10.0,

@@ -41,7 +41,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from corda.errors import CordaError
-from corda.models.weights import is_tensor_dict, nested_state_dict, strip_prefixes
+from corda.models.weights import is_tensor_dict, nested_state_dict, read_torch_file, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -262,13 +262,10 @@ def load_mit_weights(encoder: MixTransformer, path: str | Path) -> list[str]:
     path = Path(path)
     fix = (f"use the official SegFormer ImageNet file mit_{encoder.variant}.pth, or set model.mit to the "
            f"variant the file holds")
-    if not path.is_file():
-        raise CordaError(f"{path}: MiT weights not found; download mit_{encoder.variant}.pth (SegFormer "
-                         f"ImageNet-1k release) and put it there, or set model.pretrained")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or non-tensor pickle: name the file, not a pickle trace
-        raise CordaError(f"{path}: cannot read MiT weights ({' '.join(str(exc).split())[:120]}); {fix}") from exc
+    obj = read_torch_file(
+        path, missing=(f"{path}: MiT weights not found; download mit_{encoder.variant}.pth (SegFormer ImageNet-1k "
+                       "release) and put it there, or set model.pretrained"),
+        unreadable=lambda exc: f"{path}: cannot read MiT weights ({' '.join(str(exc).split())[:120]}); {fix}")
     obj = nested_state_dict(obj)
     if not is_tensor_dict(obj) or not obj:
         raise CordaError(f"{path}: not a state dict of tensors; {fix}")

@@ -7,6 +7,7 @@ own rules and messages; what is the same for both lives here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -45,3 +46,17 @@ def require_tensor_dict(obj: object, path: Path, expected: str) -> dict[str, tor
     if not is_tensor_dict(obj):
         raise CordaError(f"{path}: not a state dict of tensors ({expected})")
     return obj  # type: ignore[return-value]
+
+
+def read_torch_file(path: Path, *, missing: str, unreadable: Callable[[Exception], str],
+                    weights_only: bool = True) -> object:
+    """``torch.load`` of a weights file or checkpoint on the CPU, with one-line errors: ``missing`` when the file
+    does not exist, ``unreadable(exc)`` when torch cannot read it (torch raises several types for corrupt or
+    foreign files). ``weights_only``: tensors and plain containers only (third-party weights); our own
+    checkpoints hold configs and histories and are read with False."""
+    if not Path(path).is_file():
+        raise CordaError(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:
+        raise CordaError(unreadable(exc)) from exc

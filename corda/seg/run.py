@@ -259,12 +259,13 @@ def load_model(path: Path, device: torch.device, which: Literal["student", "teac
     """Rebuild a saved model; a missing, corrupt or incompatible checkpoint is a one-line CordaError."""
     from corda.config import from_mapping
     from corda.errors import CordaError, brief_error
+    from corda.models.weights import read_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CordaError(f"{path}: checkpoint not found; run its training stage first (dvc repro)")
+    ck = read_torch_file(path, missing=f"{path}: checkpoint not found; run its training stage first (dvc repro)",
+                         unreadable=lambda exc: f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
+                                                "re-run the stage that wrote it", weights_only=False)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
         mcfg = from_mapping(ModelConfig, ck["model_config"], "model")
         model = build_model(mcfg, saved_method(ck["method"]).name)
         state = ck[which] if ck.get(which) is not None else ck["student"]

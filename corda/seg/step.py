@@ -31,10 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from corda.distributed import unwrap
 from corda.errors import ConfigError, DataError
 from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
 from corda.methods import get_method
-from corda.models.corda_net import CorDANet, upsample_outputs
+from corda.models.corda_net import CorDANet
+from corda.models.outputs import upsample_outputs
 from corda.models.factory import build_network
 from corda.seg.config import TrainConfig
 from corda.uda import (
@@ -92,20 +94,7 @@ def _upsampled(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
     BerHu and ω need fp32 (a bf16 log-softmax over 19 classes loses ~2 decimal digits), so the outputs are
     cast before upsampling. For fp32 outputs ``.float()`` returns the tensor itself: nothing changes.
     """
-    cast: dict[str, torch.Tensor] = {}
-    done: dict[int, torch.Tensor] = {}
-    for k in keys:
-        if k in out:
-            v = out[k]
-            cast[k] = done.setdefault(id(v), v.float())  # keeps aliases (DACS's S/initial_S) aliased
-    return upsample_outputs(cast, size, keys=keys)
-
-
-def _core(model: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel wrapper (whose attributes the step reads)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    return upsample_outputs(out, size, keys=keys, float32=True)
 
 
 def _zero(ref: torch.Tensor) -> torch.Tensor:
@@ -152,8 +141,8 @@ def train_step(
         ``depth_src``/``depth_mix`` are the un-weighted sums of the final- and initial-head BerHu terms.
     """
     student.train()
-    has_depth = bool(getattr(_core(student), "depth", True))
-    has_initial = bool(getattr(_core(student), "has_initial_seg_head", True))
+    has_depth = bool(getattr(unwrap(student), "depth", True))
+    has_initial = bool(getattr(unwrap(student), "has_initial_seg_head", True))
     method = get_method(cfg.method)
     terms: dict[str, torch.Tensor] = {}
 

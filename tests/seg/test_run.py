@@ -41,3 +41,14 @@ def test_adamw_optimizer_switch():
                       torch.optim.AdamW)
     sgd = build_optimizer(model, TrainConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[1]["lr"] == 10 * sgd.param_groups[0]["lr"]
+
+
+def test_adamw_with_duplicate_backbone_updates_is_refused_by_the_config():
+    """The authors' repeated SGD updates have no AdamW counterpart: the train section itself says so."""
+    import pytest
+
+    from corda.config import from_mapping
+    from corda.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="duplicate_backbone_updates"):
+        from_mapping(TrainConfig, {"optimizer": "adamw", "duplicate_backbone_updates": True}, "train")
