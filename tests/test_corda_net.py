@@ -282,3 +282,14 @@ def test_missing_pretrained_weights_name_the_key_and_the_file(tmp_path):
     with pytest.raises(CordaError, match=r"missing\.pth: pretrained weights not found \(model\.pretrained\); .*"
                                          r"DeepLab-v2 ResNet-101 COCO.*resnet101COCO-41f33a49\.pth.*null"):
         load_pretrained(model, tmp_path / "missing.pth")
+
+
+def test_upsample_outputs_is_the_one_rule_with_the_callers_dtype():
+    """bf16 outputs are cast before upsampling when asked (training, evaluation); aliases stay aliases."""
+    s = torch.randn(1, 3, 4, 4).bfloat16()
+    out = {"S": s, "initial_S": s, "D": torch.rand(1, 1, 4, 4)}
+    up = upsample_outputs(out, (8, 8), keys=("S", "initial_S", "absent"), float32=True)
+    assert set(up) == {"S", "initial_S"} and up["S"] is up["initial_S"] and up["S"].dtype == torch.float32
+    ref = F.interpolate(s.float(), size=(8, 8), mode="bilinear", align_corners=True)
+    assert torch.equal(up["S"], ref)
+    assert upsample_outputs(out, (8, 8), keys=("S",))["S"].dtype == torch.bfloat16

@@ -135,3 +135,12 @@ def test_write_dvclive_leaves_out_terms_the_method_lacks(tmp_path):
     write_dvclive(history, tmp_path / "live")
     curves = {p.stem for p in (tmp_path / "live" / "plots" / "metrics" / "train").glob("*.tsv")}
     assert curves == {"seg_src", "seg_mix"}
+
+
+def test_poly_lr_holds_the_warmup_and_is_the_plain_poly_without_it():
+    from corda.recipe import warmup_poly_factor
+
+    for s in (0, 7, 99):
+        assert poly_lr(0.01, s, 100, 0.9) == 0.01 * (1.0 - s / 100) ** 0.9  # bit for bit: no warm-up branch
+        assert poly_lr(0.01, s, 100, 1.0, 50, 1e-6) == 0.01 * warmup_poly_factor(s, 100, 1.0, 50, 1e-6)
+    assert poly_lr(1.0, 0, 100, 1.0, 50, 1e-6) == pytest.approx(1e-6)
