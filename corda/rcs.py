@@ -29,11 +29,11 @@ import numpy as np
 
 from corda.errors import DataError
 from corda.io import read_json, write_json
+from corda.labels import IGNORE
 
 log = logging.getLogger(__name__)
 
 STATS_FORMAT = 1
-IGNORE = 255
 REBUILD = "rebuild it from the source labels (corda.rcs.compute_class_stats + write_class_stats)"
 
 

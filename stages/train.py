@@ -1,7 +1,8 @@
 """Stage `train@<method>`: CorDA segmentation training and its baselines (method.md §1–§5).
 
 ``--method corda`` trains the full method; ``dacs`` the same without the depth task and without
-ω; ``source_only`` source supervision alone; ``oracle`` supervised on target labels (upper bound).
+ω; ``source_only`` source supervision alone; ``oracle`` supervised on target labels (upper bound);
+``corda_no_omega`` / ``corda_no_exchange`` the ablations. Each is a row of :mod:`corda.methods`.
 Writes ``models/<method>.pt`` (student, EMA teacher, configs) and ``dvclive/train_<method>/``.
 """
 
@@ -14,25 +15,21 @@ from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, section, stage_main
+from corda.methods import TRAINED, get_method
+from stages.common import finish_training, stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.train")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
-class Method(str, enum.Enum):
-    """The choices --help lists (corda|dacs|source_only|oracle)."""
-
-    corda = "corda"
-    dacs = "dacs"
-    source_only = "source_only"
-    oracle = "oracle"
+#: The choices --help lists: the rows of corda.methods this stage trains from scratch.
+Method = enum.Enum("Method", {m: m for m in TRAINED}, type=str)  # type: ignore[misc]
 
 
 @app.command()
 @stage_main
 def main(
-    method: Annotated[Method, typer.Option(help="which model to train")] = Method.corda,
+    method: Annotated[Method, typer.Option(help="which model to train")] = Method("corda"),
     params: Annotated[Path, typer.Option(help="params file (sections data, model, train)")] = Path("params.yaml"),
     manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
@@ -41,13 +38,11 @@ def main(
     from corda.errors import ConfigError
     from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import set_seeds
 
     method = Method(method).value  # typer gives the enum; a direct call may pass the string
-    p = load_params(params)
-    mcfg = section(p, "model", ModelConfig)
-    tcfg = section(p, "train", TrainConfig)
-    check_data_kinds(p, manifest)
+    mcfg, tcfg = stage_configs(params, manifest, model=ModelConfig, train=TrainConfig)
     out_model = Path("models") / f"{method}.pt"
     out_live = Path("dvclive") / f"train_{method}"
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
@@ -67,14 +62,14 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
            out_live: Path):
     """Build the data, train this rank's share, and (rank 0) write the declared outputs; returns the trainer."""
     from corda.data.manifest import class_set_name, load_manifest, load_splits
-    from corda.engine import write_dvclive
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.segmentation import make_eval_fn, run_training, save_model, seg_datasets
+    from corda.seg.run import make_eval_fn, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
-    src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, with_target_labels=method == "oracle")
+    src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, 
+                                           with_target_labels=get_method(method).target_ground_truth)
     inputs_fp = {"manifest": file_hash(manifest),
                  **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))}}
     class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
@@ -84,10 +79,9 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
         scratch=Path("checkpoints") / f"train_{method}" / "last.pt", inputs_fp=inputs_fp,
         eval_fn=eval_fn, progress=progress, dist=dist)
     if dist.is_main:
-        save_model(out_model, method=method, student=student, teacher=teacher, mcfg=mcfg, tcfg=tcfg,
-                   history=trainer.history)
-        write_dvclive(trainer.history, out_live)
-        trainer.discard_scratch()
+        finish_training(trainer, out_live, lambda: save_model(out_model, method=method, student=student,
+                                                              teacher=teacher, mcfg=mcfg, tcfg=tcfg,
+                                                              history=trainer.history))
     return trainer
 
 

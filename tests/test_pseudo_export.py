@@ -8,7 +8,7 @@ from corda.h5io import write_pseudo_h5
 from corda.labels import CLASS_NAMES
 from corda.models.corda_net import CorDANet, upsample_outputs
 from corda.pseudo import final_weight, pseudo_label_batch
-from corda.seg_train import teacher_pseudo_labels
+from corda.seg.step import teacher_pseudo_labels
 from corda.uda import depth_discrepancy_weight
 
 
@@ -47,7 +47,8 @@ def test_weight_rules(rule):
 
 
 def test_self_train_dataset_reads_planted_pseudo_labels(tmp_path):
-    from corda.data.datasets import SegDepthDataset, scan_dataset
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.index import scan_dataset
     from corda.testing import write_cityscapes_fixture
 
     root = tmp_path / "cs"

@@ -1,4 +1,4 @@
-"""One training iteration of the CorDA segmentation network and its baselines (method.md §3, §4).
+"""The segmentation step: one training iteration of the CorDA network and its baselines (method.md §3, §4).
 
 :func:`train_step` computes the named loss terms for one source batch and one target batch. It does not call
 ``backward``, step the optimizer or update the EMA teacher: the shared training loop does that, in this order:
@@ -10,7 +10,7 @@ Batches (crops of size H×W):
     tgt: ``image``, ``depth`` as above; ``label`` (oracle only); ``pseudo_label`` (B, H, W) and
          ``pseudo_weight`` (B, H, W) float (self_train only).
 
-Methods:
+Methods (the table in :mod:`corda.methods`; the step reads its fields, never a method name):
     corda:       §3 steps 1–8: source CE + depth, EMA-teacher pseudo-labels, ClassMix, strong augmentation,
                  mixed CE weighted by confidence × depth-discrepancy ω (§4), mixed depth with decoder routing.
     dacs:        the same without any depth loss and without ω (a ``depth=False`` model).
@@ -26,17 +26,19 @@ Methods:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from corda.config import field
+from corda.distributed import unwrap
 from corda.errors import ConfigError, DataError
 from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
-from corda.models.corda_net import CorDANet, upsample_outputs
+from corda.methods import get_method
+from corda.models.corda_net import CorDANet
+from corda.models.outputs import upsample_outputs
 from corda.models.factory import build_network
+from corda.seg.config import TrainConfig
 from corda.uda import (
     classmix_masks,
     confidence_weight,
@@ -45,49 +47,20 @@ from corda.uda import (
     strong_augment,
 )
 
-Method = Literal["corda", "dacs", "source_only", "oracle", "self_train"]
-
 LOSS_KEYS = ("loss", "seg_src", "seg_src_init", "depth_src", "seg_mix", "seg_mix_init", "depth_mix",
              "seg_tgt", "seg_tgt_init")
 DIAG_KEYS = ("pl_weight", "omega_mean")
 
 
-@dataclass(frozen=True)
-class SegTrainConfig:
-    """Loss weights and UDA switches of one training iteration (method.md §2.4, §3, §4, §8)."""
-
-    method: Method = field("corda", internal=True)  # set by the stage (--method), not a params key
-    lambda_depth: float = field(0.01, min=0.0)  # clean-source depth weight (§2.4)
-    lambda_depth_mixed: float = field(0.001, min=0.0)  # mixed-image depth weight (§2.4)
-    w_seg_initial: float = field(1.0, min=0.0)  # weight of the initial_S CE terms (1 in the original, §9.13)
-    consistency_weight: float = field(1.0, min=0.0)  # weight of the mixed CE terms (§3.8)
-    pl_threshold: float = field(0.968, min=0.0, max=1.0)  # confidence threshold of q (§3.3)
-    ema_alpha: float = field(0.999, min=0.0, max=1.0)  # used by the loop's ema_update (§3.9)
-    depth_weight: bool = True  # ω on/off (ablation, §4)
-    depth_weight_per_image: bool = False  # False = faithful batch-mixing bug (§4, §9.2)
-    depth_weight_eps: float = field(1e-3, min=0.0)
-    depth_invalid: float = 1.0  # invalid-depth code of the encoding (§2.2)
-    # The teacher labels with initial_S while step < this (§3.2): 0 = never; GTA faithful = 25001 (i ≤ 25000).
-    teacher_initial_until: int = field(0, min=0)
-    teacher_train_mode_bn: bool = True  # the teacher runs BN in train mode on the target batch (§3.2, §9.6)
-    mix_include_ignore: bool = True  # ClassMix may draw class 255 (§9.4)
-    jitter_p: float = field(0.8, min=0.0, max=1.0)
-    jitter: float = field(0.25, min=0.0, max=0.5)
-    blur_p: float = field(0.5, min=0.0, max=1.0)
-    blur_sigma: tuple[float, float] = field((0.15, 1.15), gt=0.0)
-    blur_kernel_frac: float = field(0.1, gt=0.0, max=1.0)
-    # self_train only: weight of a weighted CE on the *un-mixed* target batch with its pseudo-labels (ours,
-    # as in CBST-style self-training). Besides the direct target signal, it puts target images through the
-    # student's BatchNorm in train mode; with mixing alone the running statistics see source and mixed
-    # images only (the source/target statistics confound of §9.6). 0 = off (ClassMix only, as round 1).
-    target_ce_weight: float = field(0.0, min=0.0, internal=True)  # from self_train.target_weight
-
-
-def build_seg_model(method: Method = "corda", **model_kwargs: Any) -> CorDANet:
+def build_seg_model(method: str = "corda", **model_kwargs: Any) -> CorDANet:
     """The network of ``model.architecture`` (:func:`corda.models.factory.build_network`; a :class:`CorDANet`
-    by default) for ``method``: DACS gets ``depth=False`` unless told otherwise."""
-    if method == "dacs":
+    by default) for ``method`` (:mod:`corda.methods`): a method without depth heads (DACS) gets
+    ``depth=False`` unless told otherwise, one without the feature exchange ``distillation=False``."""
+    m = get_method(method)
+    if not m.depth_heads:
         model_kwargs.setdefault("depth", False)
+    if not m.feature_exchange:
+        model_kwargs["distillation"] = False
     return build_network(**model_kwargs)
 
 
@@ -121,20 +94,7 @@ def _upsampled(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
     BerHu and ω need fp32 (a bf16 log-softmax over 19 classes loses ~2 decimal digits), so the outputs are
     cast before upsampling. For fp32 outputs ``.float()`` returns the tensor itself: nothing changes.
     """
-    cast: dict[str, torch.Tensor] = {}
-    done: dict[int, torch.Tensor] = {}
-    for k in keys:
-        if k in out:
-            v = out[k]
-            cast[k] = done.setdefault(id(v), v.float())  # keeps aliases (DACS's S/initial_S) aliased
-    return upsample_outputs(cast, size, keys=keys)
-
-
-def _core(model: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel wrapper (whose attributes the step reads)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    return upsample_outputs(out, size, keys=keys, float32=True)
 
 
 def _zero(ref: torch.Tensor) -> torch.Tensor:
@@ -147,7 +107,7 @@ def _require(batch: dict[str, torch.Tensor], key: str, name: str, method: str) -
     return batch[key]
 
 
-def _supervised(out: dict[str, torch.Tensor], labels: torch.Tensor, cfg: SegTrainConfig,
+def _supervised(out: dict[str, torch.Tensor], labels: torch.Tensor, cfg: TrainConfig,
                 has_initial: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """CE(S) and CE(initial_S) over labelled pixels (§3.1); the second is 0 without an initial head."""
     seg = ce_mean_valid(out["S"], labels)
@@ -160,7 +120,7 @@ def train_step(
     teacher: nn.Module | None,
     src: dict[str, torch.Tensor],
     tgt: dict[str, torch.Tensor],
-    cfg: SegTrainConfig,
+    cfg: TrainConfig,
     step: int,
     gen: torch.Generator,
 ) -> dict[str, torch.Tensor]:
@@ -170,7 +130,7 @@ def train_step(
         student: the trained :class:`CorDANet` (put in train mode here), possibly inside
             DistributedDataParallel (then the batches are this rank's slice, :mod:`corda.distributed`).
         teacher: its EMA copy (corda/dacs); unused (may be None) for the other methods.
-        cfg: loss weights and switches.
+        cfg: the ``train`` section; the step reads its loss weights and switches and ``method``.
         step: 0-based iteration (selects the teacher head during the GTA warm-up).
         gen: CPU ``torch.Generator`` for ClassMix and the strong augmentation.
 
@@ -181,15 +141,15 @@ def train_step(
         ``depth_src``/``depth_mix`` are the un-weighted sums of the final- and initial-head BerHu terms.
     """
     student.train()
-    has_depth = bool(getattr(_core(student), "depth", True))
-    has_initial = bool(getattr(_core(student), "has_initial_seg_head", True))
-    method = cfg.method
+    has_depth = bool(getattr(unwrap(student), "depth", True))
+    has_initial = bool(getattr(unwrap(student), "has_initial_seg_head", True))
+    method = get_method(cfg.method)
     terms: dict[str, torch.Tensor] = {}
 
-    if method == "oracle":
+    if method.target_labels == "ground_truth":
         x_t = tgt["image"]
         out = _upsampled(student(x_t), x_t.shape[-2:], ("S", "initial_S"))
-        seg, seg_init = _supervised(out, _require(tgt, "label", "target", method), cfg, has_initial)
+        seg, seg_init = _supervised(out, _require(tgt, "label", "target", method.name), cfg, has_initial)
         total = seg + cfg.w_seg_initial * seg_init
         terms.update(seg_tgt=seg, seg_tgt_init=seg_init)
         return _finish(total, terms)
@@ -197,7 +157,7 @@ def train_step(
     # Step 1: supervised source loss.
     x_s, y_s = src["image"], src["label"]
     size = x_s.shape[-2:]
-    use_depth = has_depth and method in ("corda", "self_train")
+    use_depth = has_depth and method.depth_losses
     keys = ("S", "initial_S") + (("D_src", "initial_D_src") if use_depth else ())
     o = _upsampled(student(x_s), size, keys)
     seg, seg_init = _supervised(o, y_s, cfg, has_initial)
@@ -209,16 +169,14 @@ def train_step(
                      + berhu(o["D_src"], d_s, cfg.depth_invalid))
         total = total + cfg.lambda_depth * depth_src
         terms["depth_src"] = depth_src
-    if method == "source_only":
+    if method.target_labels == "none":
         return _finish(total, terms)
-    if method not in ("corda", "dacs", "self_train"):
-        raise ConfigError(f"unknown training method {method!r}")
 
     # Steps 2–3: target pseudo-labels and their weight.
     x_t = tgt["image"]
-    if method == "self_train":
-        y_t = _require(tgt, "pseudo_label", "target", method).long()
-        w_t = _require(tgt, "pseudo_weight", "target", method).to(x_t.dtype)
+    if method.target_labels == "exported":
+        y_t = _require(tgt, "pseudo_label", "target", method.name).long()
+        w_t = _require(tgt, "pseudo_weight", "target", method.name).to(x_t.dtype)
         q = w_t.mean()
         if cfg.target_ce_weight > 0:
             o_t = _upsampled(student(x_t), size, ("S", "initial_S"))
@@ -228,7 +186,7 @@ def train_step(
             terms.update(seg_tgt=seg_t, seg_tgt_init=seg_t_init)
     else:
         if teacher is None:
-            raise ConfigError(f"method {method!r} needs an EMA teacher")
+            raise ConfigError(f"method {method.name!r} needs an EMA teacher")
         teacher.train(cfg.teacher_train_mode_bn)
         use_initial = (step < cfg.teacher_initial_until
                        and bool(getattr(teacher, "has_initial_seg_head", True)))
@@ -251,7 +209,7 @@ def train_step(
     omega_mean = _zero(seg)
     if use_depth:
         d_m = mix(m, src["depth"], tgt["depth"])
-        if method == "corda" and cfg.depth_weight:
+        if method.omega and cfg.depth_weight:
             omega, mult = depth_discrepancy_weight(u["D_src"], u["D"], d_m, cfg.depth_weight_per_image,
                                                    eps=cfg.depth_weight_eps, invalid=cfg.depth_invalid)
             w = w0 * mult
