@@ -86,7 +86,7 @@ def main() -> None:
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
     from corda.device import resolve_device
-    from corda.segmentation import ModelConfig, TrainConfig, run_training, seg_datasets, set_seeds
+    from corda.segmentation import ModelConfig, TrainConfig, make_source_sampler, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
 
     setup_logging("WARNING")
@@ -119,7 +119,9 @@ def main() -> None:
         scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{name.replace(' ', '_')}-{tcfg.seed}.pt")
         scratch.unlink(missing_ok=True)
         student, teacher, _ = run_training(method=method, mcfg=mcfg_v, tcfg=tcfg_v, source_ds=src, target_ds=tgt,
-                                           device=device, scratch=scratch, inputs_fp={"tune": args.tag})
+                                           device=device, scratch=scratch, inputs_fp={"tune": args.tag},
+                                           source_sampler=make_source_sampler(tcfg_v, src) if method != "oracle"
+                                           else None)
         seconds = time.perf_counter() - t0
         miou, per_class = score(student)
         t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)
