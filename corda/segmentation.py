@@ -142,6 +142,24 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
     return student, teacher
 
 
+def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Module, method: str):
+    """DAFormer's ImageNet feature distance when ``train.fd_weight`` > 0 (else None): a frozen copy of the
+    student's encoder as loaded from ``model.pretrained`` (:class:`ImageNetFeatureDistance`). Needs the MiT
+    network and the ImageNet weights: without them there is no ImageNet knowledge to keep."""
+    if tcfg.fd_weight <= 0 or method == "oracle":
+        return None
+    from corda.errors import ConfigError
+    from corda.losses.feature_distance import ImageNetFeatureDistance
+
+    if mcfg.architecture != "daformer":
+        raise ConfigError("train.fd_weight > 0 (the ImageNet feature distance) needs model.architecture: daformer")
+    if mcfg.pretrained is None:
+        raise ConfigError("train.fd_weight > 0 needs model.pretrained (the MiT ImageNet weights it keeps the "
+                          "encoder near); set it or train.fd_weight: 0")
+    return ImageNetFeatureDistance(student.backbone, tcfg.fd_weight, tcfg.fd_classes, tcfg.fd_min_ratio,
+                                   mcfg.num_classes)
+
+
 def lr_at(tcfg: TrainConfig, step: int) -> float:
     """The base learning rate of ``step``: poly decay (§5), after DAFormer's linear warm-up when
     ``train.warmup_iters`` > 0 (:func:`corda.recipe.warmup_poly_factor`)."""
@@ -244,6 +262,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         student.load_state_dict(init_state)
         if teacher is not None:
             teacher.load_state_dict(init_state)
+    fd = make_feature_distance(mcfg, tcfg, student, method)  # copies the ImageNet encoder before any training
     compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
     optimizer = build_optimizer(student, tcfg)
@@ -273,6 +292,8 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     tgt_it = (StepBatches(target_ds, tcfg.batch_target, tcfg.seed + 1, start, tcfg.iterations, tcfg.workers, dist)
               if need_tgt else None)
 
+    pl_ignore = (tcfg.pl_ignore_top, tcfg.pl_ignore_bottom)
+
     def load(it: StepBatches | None) -> dict:
         return to_layout(to_device(it.next(), device), tcfg.channels_last) if it else {}
 
@@ -284,7 +305,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         # Rank r draws ClassMix/augmentation from stream r; rank 0 (and a single process) from stream 0.
         gen = step_generator(tcfg.seed, step, stream=dist.rank)
         with autocast(tcfg.precision, device):
-            return train_step(net, teacher, src, tgt, scfg, step, gen)
+            return train_step(net, teacher, src, tgt, scfg, step, gen, fd=fd, pl_ignore=pl_ignore)
 
     trainer.step_fn = step_fn
     if teacher is not None:
