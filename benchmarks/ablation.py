@@ -27,12 +27,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-VARIANTS = {  # name: (method, model overrides, train overrides, exact target depth)
+VARIANTS = {  # name: (corda.methods row, model overrides, train overrides, exact target depth)
     "source_only": ("source_only", {}, {}, False),
     "dacs": ("dacs", {}, {}, False),
     "corda": ("corda", {}, {}, False),
-    "corda w/o feature exchange": ("corda", {"distillation": False}, {}, False),
-    "corda w/o ω": ("corda", {}, {"depth_weight": False}, False),
+    "corda w/o feature exchange": ("corda_no_exchange", {}, {}, False),  # = model.distillation: false
+    "corda w/o ω": ("corda_no_omega", {}, {}, False),  # = train.depth_weight: false
     "oracle": ("oracle", {}, {}, False),
     # Diagnostic, not in the paper: the target depth from the renderer instead of the self-supervised network
     # (embedded benchmark only). What corda gains here over "corda" bounds what better depth could add.
@@ -58,6 +58,7 @@ def main() -> None:
     from corda.engine import NonFiniteLoss
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
+    from corda.methods import get_method
     from corda.segmentation import (
         ModelConfig,
         TrainConfig,
@@ -92,7 +93,7 @@ def main() -> None:
                                        **({"iterations": args.iterations} if args.iterations else {}))
             set_seeds(seed)
             src, tgt, val = seg_datasets(splits, tcfg, exact_dir if exact else Path("depth"),
-                                         with_target_labels=method == "oracle")
+                                         with_target_labels=get_method(method).target_ground_truth)
             ev = make_eval_fn(val, mcfg.num_classes, class_set, 32, 0, device)
             t0 = time.perf_counter()
             try:

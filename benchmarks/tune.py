@@ -85,6 +85,7 @@ def main() -> None:
     from corda.inference import confusion_over, iterate_batches
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
+    from corda.methods import get_method
     from corda.device import resolve_device
     from corda.segmentation import ModelConfig, TrainConfig, make_source_sampler, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
@@ -114,13 +115,13 @@ def main() -> None:
             raise SystemExit(f"{name}: run it with benchmarks/ablation.py")
         mcfg_v, tcfg_v = dataclasses.replace(mcfg, **mover), dataclasses.replace(tcfg, **tover)
         set_seeds(tcfg.seed)
-        src, tgt, _ = seg_datasets(splits, tcfg, Path(args.depth_dir), with_target_labels=method == "oracle")
+        src, tgt, _ = seg_datasets(splits, tcfg, Path(args.depth_dir), with_target_labels=get_method(method).target_ground_truth)
         t0 = time.perf_counter()
         scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{name.replace(' ', '_')}-{tcfg.seed}.pt")
         scratch.unlink(missing_ok=True)
         student, teacher, _ = run_training(method=method, mcfg=mcfg_v, tcfg=tcfg_v, source_ds=src, target_ds=tgt,
                                            device=device, scratch=scratch, inputs_fp={"tune": args.tag},
-                                           source_sampler=make_source_sampler(tcfg_v, src) if method != "oracle"
+                                           source_sampler=make_source_sampler(tcfg_v, src) if get_method(method).source_batch
                                            else None)
         seconds = time.perf_counter() - t0
         miou, per_class = score(student)

@@ -10,7 +10,7 @@ Batches (crops of size H×W):
     tgt: ``image``, ``depth`` as above; ``label`` (oracle only); ``pseudo_label`` (B, H, W) and
          ``pseudo_weight`` (B, H, W) float (self_train only).
 
-Methods:
+Methods (the table in :mod:`corda.methods`; the step reads its fields, never a method name):
     corda:       §3 steps 1–8: source CE + depth, EMA-teacher pseudo-labels, ClassMix, strong augmentation,
                  mixed CE weighted by confidence × depth-discrepancy ω (§4), mixed depth with decoder routing.
     dacs:        the same without any depth loss and without ω (a ``depth=False`` model).
@@ -27,7 +27,7 @@ Methods:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from corda.config import field
 from corda.errors import ConfigError, DataError
 from corda.losses.feature_distance import ImageNetFeatureDistance
 from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
+from corda.methods import METHODS, get_method
 from corda.models.corda_net import CorDANet, upsample_outputs
 from corda.models.factory import build_network
 from corda.uda import (
@@ -45,8 +46,6 @@ from corda.uda import (
     mix,
     strong_augment,
 )
-
-Method = Literal["corda", "dacs", "source_only", "oracle", "self_train"]
 
 LOSS_KEYS = ("loss", "seg_src", "seg_src_init", "depth_src", "seg_mix", "seg_mix_init", "depth_mix",
              "seg_tgt", "seg_tgt_init")
@@ -58,7 +57,7 @@ OPTIONAL_KEYS = ("feat_dist",)  # DAFormer's ImageNet feature distance (L_FD, un
 class SegTrainConfig:
     """Loss weights and UDA switches of one training iteration (method.md §2.4, §3, §4, §8)."""
 
-    method: Method = field("corda", internal=True)  # set by the stage (--method), not a params key
+    method: str = field("corda", internal=True, choices=tuple(METHODS))  # a corda.methods row, set by the stage
     lambda_depth: float = field(0.01, min=0.0)  # clean-source depth weight (§2.4)
     lambda_depth_mixed: float = field(0.001, min=0.0)  # mixed-image depth weight (§2.4)
     w_seg_initial: float = field(1.0, min=0.0)  # weight of the initial_S CE terms (1 in the original, §9.13)
@@ -85,11 +84,15 @@ class SegTrainConfig:
     target_ce_weight: float = field(0.0, min=0.0, internal=True)  # from self_train.target_weight
 
 
-def build_seg_model(method: Method = "corda", **model_kwargs: Any) -> CorDANet:
+def build_seg_model(method: str = "corda", **model_kwargs: Any) -> CorDANet:
     """The network of ``model.architecture`` (:func:`corda.models.factory.build_network`; a :class:`CorDANet`
-    by default) for ``method``: DACS gets ``depth=False`` unless told otherwise."""
-    if method == "dacs":
+    by default) for ``method`` (:mod:`corda.methods`): a method without depth heads (DACS) gets
+    ``depth=False`` unless told otherwise, one without the feature exchange ``distillation=False``."""
+    m = get_method(method)
+    if not m.depth_heads:
         model_kwargs.setdefault("depth", False)
+    if not m.feature_exchange:
+        model_kwargs["distillation"] = False
     return build_network(**model_kwargs)
 
 
@@ -192,13 +195,13 @@ def train_step(
     student.train()
     has_depth = bool(getattr(_core(student), "depth", True))
     has_initial = bool(getattr(_core(student), "has_initial_seg_head", True))
-    method = cfg.method
+    method = get_method(cfg.method)
     terms: dict[str, torch.Tensor] = {}
 
-    if method == "oracle":
+    if method.target_labels == "ground_truth":
         x_t = tgt["image"]
         out = _upsampled(student(x_t), x_t.shape[-2:], ("S", "initial_S"))
-        seg, seg_init = _supervised(out, _require(tgt, "label", "target", method), cfg, has_initial)
+        seg, seg_init = _supervised(out, _require(tgt, "label", "target", method.name), cfg, has_initial)
         total = seg + cfg.w_seg_initial * seg_init
         terms.update(seg_tgt=seg, seg_tgt_init=seg_init)
         return _finish(total, terms)
@@ -206,7 +209,7 @@ def train_step(
     # Step 1: supervised source loss.
     x_s, y_s = src["image"], src["label"]
     size = x_s.shape[-2:]
-    use_depth = has_depth and method in ("corda", "self_train")
+    use_depth = has_depth and method.depth_losses
     keys = ("S", "initial_S") + (("D_src", "initial_D_src") if use_depth else ())
     raw = student(x_s, return_features=True) if fd is not None else student(x_s)
     o = _upsampled(raw, size, keys)
@@ -224,16 +227,14 @@ def train_step(
                      + berhu(o["D_src"], d_s, cfg.depth_invalid))
         total = total + cfg.lambda_depth * depth_src
         terms["depth_src"] = depth_src
-    if method == "source_only":
+    if method.target_labels == "none":
         return _finish(total, terms)
-    if method not in ("corda", "dacs", "self_train"):
-        raise ConfigError(f"unknown training method {method!r}")
 
     # Steps 2–3: target pseudo-labels and their weight.
     x_t = tgt["image"]
-    if method == "self_train":
-        y_t = _require(tgt, "pseudo_label", "target", method).long()
-        w_t = _require(tgt, "pseudo_weight", "target", method).to(x_t.dtype)
+    if method.target_labels == "exported":
+        y_t = _require(tgt, "pseudo_label", "target", method.name).long()
+        w_t = _require(tgt, "pseudo_weight", "target", method.name).to(x_t.dtype)
         q = w_t.mean()
         if cfg.target_ce_weight > 0:
             o_t = _upsampled(student(x_t), size, ("S", "initial_S"))
@@ -243,7 +244,7 @@ def train_step(
             terms.update(seg_tgt=seg_t, seg_tgt_init=seg_t_init)
     else:
         if teacher is None:
-            raise ConfigError(f"method {method!r} needs an EMA teacher")
+            raise ConfigError(f"method {method.name!r} needs an EMA teacher")
         teacher.train(cfg.teacher_train_mode_bn)
         use_initial = (step < cfg.teacher_initial_until
                        and bool(getattr(teacher, "has_initial_seg_head", True)))
@@ -268,7 +269,7 @@ def train_step(
     omega_mean = _zero(seg)
     if use_depth:
         d_m = mix(m, src["depth"], tgt["depth"])
-        if method == "corda" and cfg.depth_weight:
+        if method.omega and cfg.depth_weight:
             omega, mult = depth_discrepancy_weight(u["D_src"], u["D"], d_m, cfg.depth_weight_per_image,
                                                    eps=cfg.depth_weight_eps, invalid=cfg.depth_invalid)
             w = w0 * mult

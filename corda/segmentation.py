@@ -20,6 +20,7 @@ from corda import uda
 from corda.config import field, to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
+from corda.methods import get_method, saved_method
 from corda.models.corda_net import CorDANet, param_groups
 from corda.models.factory import ArchitectureConfig
 from corda.recipe import RecipeConfig
@@ -130,12 +131,13 @@ def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
 
 def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
                          channels_last: bool = False) -> tuple[CorDANet, CorDANet | None]:
-    """The student (DACS: no depth branch) and, for the mean-teacher methods, its frozen EMA copy."""
-    student = build_model(mcfg, "dacs" if method == "dacs" else "corda").to(device)
+    """The student (without depth heads for DACS, :mod:`corda.methods`) and, for the mean-teacher methods, its
+    frozen EMA copy."""
+    student = build_model(mcfg, method).to(device)
     if channels_last:
         student = student.to(memory_format=memory_format(True))
     teacher = None
-    if method in ("corda", "dacs"):
+    if get_method(method).teacher:
         teacher = copy.deepcopy(student)
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -146,7 +148,7 @@ def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Modu
     """DAFormer's ImageNet feature distance when ``train.fd_weight`` > 0 (else None): a frozen copy of the
     student's encoder as loaded from ``model.pretrained`` (:class:`ImageNetFeatureDistance`). Needs the MiT
     network and the ImageNet weights: without them there is no ImageNet knowledge to keep."""
-    if tcfg.fd_weight <= 0 or method == "oracle":
+    if tcfg.fd_weight <= 0 or not get_method(method).source_batch:
         return None
     from corda.errors import ConfigError
     from corda.losses.feature_distance import ImageNetFeatureDistance
@@ -256,6 +258,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     local_batch(tcfg.batch_source, dist, "train.batch_source")
     local_batch(tcfg.batch_target, dist, "train.batch_target")
     configure_backends(tcfg.precision, device)
+    row = get_method(method)
     scfg = seg_config(tcfg, method)
     student, teacher = make_student_teacher(mcfg, method, device, channels_last=tcfg.channels_last)
     if init_state is not None:
@@ -278,10 +281,10 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     trainer.try_resume()
     # Wrapped after resuming, so DDP broadcasts the resumed weights (identical on every rank anyway).
     # source_only / oracle never put the depth heads in the loss: DDP must look for unused parameters.
-    net = wrap(student, dist, device, find_unused=method in ("source_only", "oracle"))
+    net = wrap(student, dist, device, find_unused=row.unused_parameters)
     start = trainer.state.step
-    need_src = method != "oracle"
-    need_tgt = method != "source_only"
+    need_src = row.source_batch
+    need_tgt = row.target_batch
     src_keys = None
     if source_sampler is not None:
         from corda.rcs import rcs_batch_keys
@@ -409,7 +412,7 @@ def load_model(path: Path, device: torch.device, which: Literal["student", "teac
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         mcfg = from_mapping(ModelConfig, ck["model_config"], "model")
-        model = build_model(mcfg, "dacs" if ck["method"] == "dacs" else "corda")
+        model = build_model(mcfg, saved_method(ck["method"]).name)
         state = ck[which] if ck.get(which) is not None else ck["student"]
         model.load_state_dict(state)
     except CordaError:

@@ -1,7 +1,8 @@
 """Stage `train@<method>`: CorDA segmentation training and its baselines (method.md §1–§5).
 
 ``--method corda`` trains the full method; ``dacs`` the same without the depth task and without
-ω; ``source_only`` source supervision alone; ``oracle`` supervised on target labels (upper bound).
+ω; ``source_only`` source supervision alone; ``oracle`` supervised on target labels (upper bound);
+``corda_no_omega`` / ``corda_no_exchange`` the ablations. Each is a row of :mod:`corda.methods`.
 Writes ``models/<method>.pt`` (student, EMA teacher, configs) and ``dvclive/train_<method>/``.
 """
 
@@ -14,25 +15,21 @@ from typing import Annotated
 
 import typer
 
+from corda.methods import TRAINED, get_method
 from stages.common import check_data_kinds, load_params, section, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.train")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
-class Method(str, enum.Enum):
-    """The choices --help lists (corda|dacs|source_only|oracle)."""
-
-    corda = "corda"
-    dacs = "dacs"
-    source_only = "source_only"
-    oracle = "oracle"
+#: The choices --help lists: the rows of corda.methods this stage trains from scratch.
+Method = enum.Enum("Method", {m: m for m in TRAINED}, type=str)  # type: ignore[misc]
 
 
 @app.command()
 @stage_main
 def main(
-    method: Annotated[Method, typer.Option(help="which model to train")] = Method.corda,
+    method: Annotated[Method, typer.Option(help="which model to train")] = Method("corda"),
     params: Annotated[Path, typer.Option(help="params file (sections data, model, train)")] = Path("params.yaml"),
     manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
@@ -74,8 +71,9 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     from corda.segmentation import RCS_STATS, make_eval_fn, make_source_sampler, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
-    src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, with_target_labels=method == "oracle")
-    sampler = make_source_sampler(tcfg, src_ds) if method != "oracle" else None
+    row = get_method(method)
+    src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, with_target_labels=row.target_ground_truth)
+    sampler = make_source_sampler(tcfg, src_ds) if row.source_batch else None
     inputs_fp = {"manifest": file_hash(manifest),
                  **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))},
                  **({"rcs": file_hash(RCS_STATS)} if sampler is not None else {})}
