@@ -59,14 +59,8 @@ def main() -> None:
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
     from corda.methods import get_method
-    from corda.segmentation import (
-        ModelConfig,
-        TrainConfig,
-        make_eval_fn,
-        run_training,
-        seg_datasets,
-        set_seeds,
-    )
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import make_eval_fn, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
 
     setup_logging("WARNING")
@@ -145,12 +139,12 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     """A depth folder with the pipeline's source.h5 and a target.h5 of the renderer's exact camera-z depth.
 
     The embedded benchmark writes no disparity for target train (Cityscapes has it; the pipeline does not
-    read it), so the depth comes from ``corda.data.benchmark.target_depth`` with the data stage's seed; the
+    read it), so the depth comes from ``corda.data.procedural.benchmark.target_depth`` with the data stage's seed; the
     first val image is checked against its disparity PNG before anything is used (a wrong seed or config).
     """
     import shutil
 
-    from corda.data import benchmark as B
+    from corda.data.procedural import benchmark as B
     from corda.data import codecs
     from corda.data.datasets import SegDepthDataset
     from corda.h5io import write_depth_h5

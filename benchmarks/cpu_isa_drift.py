@@ -47,8 +47,9 @@ def child(out: Path, steps: list[int], crop: int, batch: int) -> None:
 
     from corda.config import from_mapping
     from corda.models.corda_net import param_groups
-    from corda.segmentation import ModelConfig, TrainConfig, make_student_teacher, seg_config, set_seeds
-    from corda.seg_train import train_step
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import make_student_teacher, seg_config, set_seeds
+    from corda.seg.step import train_step
     from corda.uda import ema_update
 
     torch.set_num_threads(1)

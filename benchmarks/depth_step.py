@@ -1,6 +1,6 @@
 """Throughput and peak memory of the self-supervised depth training step (issue: depth benchmark).
 
-Times `corda.depth.train.depth_train_step` + backward + Adam on random stereo batches, for each
+Times `corda.depth.step.depth_train_step` + backward + Adam on random stereo batches, for each
 configuration, and prints a table with the ratio against the first row (the baseline measured in
 the same run). On a GPU it compares fp32 with bf16 autocast.
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def bench(cfg, batch: int, hw: tuple[int, int], device: torch.device, amp: bool, steps: int, warmup: int):
-    from corda.depth.train import build_depth_models, depth_train_step
+    from corda.depth.step import build_depth_models, depth_train_step
 
     torch.manual_seed(0)
     models = {k: m.to(device) for k, m in build_depth_models(cfg).items()}
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     args = ap.parse_args()
-    from corda.depth.train import DepthConfig
+    from corda.depth.config import DepthConfig
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []

@@ -4,7 +4,7 @@ At the paper's batch (2 + 2 images of 512×512) an H100 finishes the step's arit
 eager step is bound by the host: every operator the Python side dispatches is (at least) one CUDA kernel
 launch, and every sync (``.item()``, ``float(t)``, ``bool(t)``, data-dependent shapes) drains the launch
 queue. This script counts both on any device, with a tiny crop so the arithmetic is negligible, for the
-phases of `corda.engine.Trainer`'s step with `corda.seg_train.train_step` (CorDA, teacher forward included):
+phases of `corda.engine.Trainer`'s step with `corda.seg.step.train_step` (CorDA, teacher forward included):
 
 * forward: operators called from Python (each one a launch on a GPU),
 * backward: autograd nodes evaluated,
@@ -93,7 +93,7 @@ def main() -> None:
     from train_step import paper_step  # this folder is on sys.path when a script in it runs
 
     from corda.engine import check_terms
-    from corda.seg_train import train_step
+    from corda.seg.step import train_step
     from corda.uda import ema_update
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

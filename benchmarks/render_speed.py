@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from corda.data import benchmark as B
+from corda.data.procedural import benchmark as B
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 
 Each level is a fresh interpreter with ``NPY_DISABLE_CPU_FEATURES`` switching off numpy's dispatch
 targets above it (numpy reads the variable once, at import). The items go through the data stage's own
-writers (corda.data.benchmark._write_source / _write_target), so every file of an item is compared:
+writers (corda.data.procedural.benchmark._write_source / _write_target), so every file of an item is compared:
 RGB, labels, SYNTHIA depth, stereo right view, video neighbours, gtFine, camera JSON, disparity.
 """
 
@@ -35,7 +35,7 @@ import hashlib, json, sys, tempfile
 from pathlib import Path
 import numpy as np
 from numpy._core._multiarray_umath import __cpu_features__ as feats
-from corda.data import benchmark as B
+from corda.data.procedural import benchmark as B
 n_src, n_train, n_val, h, w = map(int, sys.argv[1:6])
 cfg = B.BenchmarkConfig(height=h, width=w)
 out = {}

@@ -1,7 +1,7 @@
 """Throughput and peak memory of the CorDA training step at the paper's configuration.
 
 ResNet-101 DeepLab-v2 (output stride 8), 512×512 crops, 2 source + 2 target images, the EMA teacher's
-forward included: one `corda.seg_train.train_step` + backward + SGD step + EMA update per iteration.
+forward included: one `corda.seg.step.train_step` + backward + SGD step + EMA update per iteration.
 Rows: the fp32 eager path (the published recipe's precision, `train.precision: fp32`) first, as the
 baseline, then the faster paths of `train.precision` / `train.channels_last` measured in the same run
 (through the same `corda.precision` helpers the training loop uses, `train.compile` modes included),
@@ -64,7 +64,8 @@ def paper_step(backbone: str, batch: int, crop: int, device, channels_last: bool
     The optimizer is the paper's SGD, or DAFormer's AdamW groups for ``architecture="daformer"``; ``method`` is a
     row of corda.methods (``dacs``: no depth branch)."""
     from corda.precision import compile_networks, memory_format, to_layout
-    from corda.seg_train import SegTrainConfig, build_seg_model
+    from corda.seg.config import TrainConfig
+    from corda.seg.step import build_seg_model
 
     torch.manual_seed(0)
     student = build_seg_model(method, **model_kwargs(backbone, architecture, mit)).to(
@@ -84,7 +85,7 @@ def paper_step(backbone: str, batch: int, crop: int, device, channels_last: bool
                      "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}, channels_last)
     tgt = to_layout({"image": torch.rand(b, 3, c, c, device=device),
                      "depth": torch.rand(b, 1, c, c, device=device) * 100 + 2}, channels_last)
-    return student, teacher, opt, src, tgt, SegTrainConfig(method=method)
+    return student, teacher, opt, src, tgt, TrainConfig(method=method)
 
 
 def imagenet_feature_distance(student, architecture: str):
@@ -100,7 +101,7 @@ def imagenet_feature_distance(student, architecture: str):
 
 def run(variant: dict, args, device) -> tuple[float, float]:
     from corda.precision import autocast, configure_backends
-    from corda.seg_train import train_step
+    from corda.seg.step import train_step
     from corda.uda import ema_update
 
     precision = variant["precision"]
@@ -132,7 +133,7 @@ def run(variant: dict, args, device) -> tuple[float, float]:
 
 @torch.no_grad()
 def inference(args, device, bf16: bool) -> float:
-    from corda.seg_train import build_seg_model
+    from corda.seg.step import build_seg_model
 
     model = build_seg_model("corda", **model_kwargs(args.backbone, args.architecture, args.mit)).to(device).eval()
     x = torch.rand(1, 3, args.crop, 2 * args.crop, device=device)

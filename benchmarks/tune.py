@@ -87,7 +87,8 @@ def main() -> None:
     from corda.log import setup_logging
     from corda.methods import get_method
     from corda.device import resolve_device
-    from corda.segmentation import ModelConfig, TrainConfig, make_source_sampler, run_training, seg_datasets, set_seeds
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import make_source_sampler, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
 
     setup_logging("WARNING")

@@ -1,5 +1,5 @@
 """Colour-space conversions shared by the two augmentations that need them: the DACS strong augmentation
-(:mod:`corda.uda`, method.md §3.6) and the depth network's photometric jitter (:mod:`corda.depth.train`).
+(:mod:`corda.uda`, method.md §3.6) and the depth network's photometric jitter (:mod:`corda.depth.step`).
 
 Both work on (B, 3, H, W) float tensors with hue in radians, so a hue rotation is an addition modulo 2π.
 """

@@ -6,7 +6,7 @@ holds the library side; it never reads the environment: the stage tells it the r
 
 Semantics, i.e. what is and is not the same as one process with the same global batch:
 
-* **Data.** :class:`corda.segmentation.StepBatches` draws the *global* batch of step ``i`` from (seed, i)
+* **Data.** :class:`corda.seg.run.StepBatches` draws the *global* batch of step ``i`` from (seed, i)
   exactly as one process does, and rank ``r`` loads items ``[r·b, (r+1)·b)`` of it (``b`` = global / N).
   ``batch_source`` and ``batch_target`` stay global sizes and must be divisible by N. Source image ``k`` is
   still mixed onto target image ``k`` (ClassMix pairs images by position and the slices line up).
@@ -29,7 +29,7 @@ Semantics, i.e. what is and is not the same as one process with the same global 
   the scratch checkpoint on start, so resume works as with one process. The logged loss terms are averaged
   over the ranks, so a NaN on any rank stops (or skips the step on) every rank alike.
 
-The same helpers shard depth pretraining (``depth.devices``, :func:`corda.depth.pretrain.train_depth`) and
+The same helpers shard depth pretraining (``depth.devices``, :func:`corda.depth.run.train_depth`) and
 the pseudo-label export (``pseudo_labels.devices``: :func:`shard_range`, :func:`sum_over_ranks`,
 :func:`barrier`; inference only, no DDP).
 """

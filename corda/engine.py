@@ -71,9 +71,18 @@ def batch_keys(n: int, batch: int, seed: int, step: int) -> list[tuple[int, int]
     return keys
 
 
-def poly_lr(base: float, step: int, total: int, power: float = 0.9) -> float:
-    """Poly decay (method.md §5): base · (1 − step/total)^power, set at the start of every step."""
-    return base * (1.0 - step / max(total, 1)) ** power
+def poly_lr(base: float, step: int, total: int, power: float = 0.9, warmup_iters: int = 0,
+            warmup_ratio: float = 1e-6) -> float:
+    """Poly decay (method.md §5): base · (1 − step/total)^power, set at the start of every step.
+
+    With ``warmup_iters`` > 0 (DAFormer's recipe, :mod:`corda.recipe`) the factor is scaled during the first
+    steps by mmcv's linear warm-up 1 − (1 − step/warmup_iters)·(1 − warmup_ratio), rising from ``warmup_ratio``
+    at step 0 to 1 at ``warmup_iters``, where it meets the undisturbed poly curve.
+    """
+    factor = (1.0 - step / max(total, 1)) ** power
+    if step < warmup_iters:
+        factor *= 1.0 - (1.0 - step / warmup_iters) * (1.0 - warmup_ratio)
+    return base * factor
 
 
 def check_terms(terms: Mapping[str, Any]) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -100,30 +109,26 @@ class LoopState:
 
 
 class Trainer:
-    """Runs ``step_fn`` for ``iterations`` steps with checkpoints, resume, logging and NaN checks.
+    """Runs a step function (:meth:`run`) for ``iterations`` steps with checkpoints, resume, logging and NaN checks.
 
     Args:
         modules: every module whose state belongs in a checkpoint (student, teacher, pose net, ...).
         optimizer: owns the trainable parameters; its groups may carry an ``lr_mult`` entry.
-        step_fn: ``step_fn(step) -> dict[str, Tensor]`` returning named loss terms; ``"loss"`` is
-            the total to back-propagate, the other entries are logged.
-        after_step: called after the optimizer step (the EMA teacher update).
         lr_at: the base learning rate of a step; group lr = base · group["lr_mult"].
         scratch: the scratch checkpoint file (outside DVC's outputs).
         fingerprint: identifies the run; a scratch checkpoint with another fingerprint is ignored.
         eval_fn: ``eval_fn(step) -> dict[str, float]``, called every ``eval_every`` steps and at the end.
         reduce_terms: maps a step's terms to the values that are checked for NaN and logged (data-parallel
             runs average them over the ranks, so every rank takes the same stop/skip decision); the
-            ``"loss"`` that is back-propagated is always ``step_fn``'s own. None = the terms themselves.
+            ``"loss"`` that is back-propagated is always the step function's own. None = the terms themselves.
         grad_clip: clip the total gradient norm of the optimised parameters to this value (None = off); the
             norm before clipping is logged as ``grad_norm``.
         write_checkpoints: False on the non-zero ranks of a data-parallel run (only rank 0 writes).
     """
 
     def __init__(self, *, modules: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
-                 step_fn: Callable[[int], dict[str, torch.Tensor]], iterations: int,
-                 lr_at: Callable[[int], float], scratch: Path, fingerprint: str,
-                 after_step: Callable[[int], None] | None = None, checkpoint_every: int = 500,
+                 iterations: int, lr_at: Callable[[int], float], scratch: Path, fingerprint: str,
+                 checkpoint_every: int = 500,
                  log_every: int = 25, eval_fn: Callable[[int], dict[str, float]] | None = None,
                  eval_every: int = 0, nan_policy: str = "stop", progress: Callable[[Iterable, int, str], Iterable] | None = None,
                  desc: str = "training", grad_clip: float | None = None,
@@ -131,12 +136,10 @@ class Trainer:
                  write_checkpoints: bool = True):
         self.modules = dict(modules)
         self.optimizer = optimizer
-        self.step_fn = step_fn
         self.iterations = iterations
         self.lr_at = lr_at
         self.scratch = Path(scratch)
         self.fp = fingerprint
-        self.after_step = after_step
         self.checkpoint_every = checkpoint_every
         self.log_every = log_every
         self.eval_fn = eval_fn
@@ -190,6 +193,10 @@ class Trainer:
         log.info("resumed from %s at step %d/%d", self.scratch, self.state.step, self.iterations)
         return True
 
+    def write_curves(self, directory: str | Path) -> None:
+        """The history as dvclive curves in ``directory`` (:func:`write_dvclive`)."""
+        write_dvclive(self.history, directory)
+
     def discard_scratch(self) -> None:
         if self.write_checkpoints:
             self.scratch.unlink(missing_ok=True)
@@ -201,8 +208,15 @@ class Trainer:
             g["lr"] = base * g.get("lr_mult", 1.0)
         return base
 
-    def run(self) -> list[dict[str, float]]:
-        """Train to ``iterations``; returns the logged history (one dict per logged step)."""
+    def run(self, step_fn: Callable[[int], dict[str, torch.Tensor]],
+            after_step: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+        """Train to ``iterations``; returns the logged history (one dict per logged step).
+
+        Args:
+            step_fn: ``step_fn(step) -> dict[str, Tensor]`` returning named loss terms; ``"loss"`` is the total
+                to back-propagate, the other entries are logged.
+            after_step: called after the optimizer step (the EMA teacher update).
+        """
         if not self._resume_checked:
             self.try_resume()
         start_step = self.state.step
@@ -214,7 +228,7 @@ class Trainer:
         for step in self.progress(range(start_step, self.iterations), self.iterations - start_step, self.desc):
             lr = self._set_lr(step)
             self.optimizer.zero_grad(set_to_none=True)
-            terms = self.step_fn(step)
+            terms = step_fn(step)
             seen = self.reduce_terms(terms) if self.reduce_terms is not None else terms
             bad, scalars = check_terms(seen)  # the loop's one host-device sync per step
             if bad:
@@ -231,8 +245,8 @@ class Trainer:
                     norm = torch.nn.utils.clip_grad_norm_(clip_params, self.grad_clip)
                     running.setdefault("grad_norm", []).append(norm.detach())
                 self.optimizer.step()
-                if self.after_step is not None:
-                    self.after_step(step)
+                if after_step is not None:
+                    after_step(step)
             for k, v in scalars.items():
                 running.setdefault(k, []).append(v)
             done = step + 1

@@ -10,7 +10,7 @@ Conventions, used consistently by every function below:
 * **Pixels**: continuous pixel coordinates with the origin at the *top-left corner* of the image, so pixel
   ``(row i, column j)`` covers ``[j, j+1) × [i, i+1)`` and its centre is ``(j + 0.5, i + 0.5)``. The
   intrinsics ``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` map camera points to these coordinates; this is
-  also the renderer's convention (``corda.data.render``). Under it, resizing an image by ``(sx, sy)`` scales
+  also the renderer's convention (``corda.data.procedural.render``). Under it, resizing an image by ``(sx, sy)`` scales
   ``K``'s first two rows exactly (:func:`scale_intrinsics`), and ``grid_sample(align_corners=False)``
   addresses the same coordinates through ``x_norm = 2·u / W − 1`` (``−1`` is the left edge of the image,
   ``+1`` the right edge). Datasets whose ``cx`` refers to pixel centres at integer coordinates differ by

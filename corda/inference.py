@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from corda.models.outputs import upsample_outputs
 
 
 @torch.no_grad()
@@ -23,7 +24,8 @@ def segment(model: nn.Module, images: torch.Tensor, out_size: tuple[int, int] | 
     """
     out = model(images)
     size = out_size or tuple(images.shape[-2:])
-    return {k: F.interpolate(out[k].float(), size=size, mode="bilinear", align_corners=True) for k in keys}
+    up = upsample_outputs(out, size, keys=keys, float32=True)
+    return {k: up[k] for k in keys}
 
 
 def iterate_batches(dataset, batch_size: int, workers: int = 0) -> Iterator[dict]:

@@ -210,3 +210,13 @@ def file_hash(path: str | os.PathLike, algo: str = "md5") -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def remove_outputs(*paths: str | os.PathLike) -> None:
+    """Remove temporaries (e.g. per-rank part files); never used on a stage's previous outputs."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink(missing_ok=True)

@@ -76,7 +76,7 @@ CLASS_SETS: dict[str, tuple[int, ...]] = {
     "synthia13": tuple(
         i for i in range(19) if CLASS_NAMES[i] not in ("terrain", "truck", "train", "wall", "fence", "pole")
     ),
-    # The embedded procedural benchmark renders these ten classes (corda.data.render).
+    # The embedded procedural benchmark renders these ten classes (corda.data.procedural.render).
     "procedural10": _ids("road", "sidewalk", "building", "pole", "traffic sign", "vegetation",
                          "terrain", "sky", "person", "car"),
 }

@@ -1,7 +1,7 @@
 """The methods the paper compares, and its ablations, as one table (method.md §3, §4, §7).
 
-Each row says what one training method does; the training step (:func:`corda.seg_train.train_step`), the
-run loop (:mod:`corda.segmentation`) and the stages read these fields instead of testing method names.
+Each row says what one training method does; the training step (:func:`corda.seg.step.train_step`), the
+run loop (:mod:`corda.seg.run`) and the stages read these fields instead of testing method names.
 An ablation is one more row.
 
 ========================  ======  =======  ======  ======  =============  ======  =====  ========

@@ -10,7 +10,7 @@ faster paths trade exactness for speed on recent GPUs:
   kernels (and so bits) vary between runs, acceptable once fp32 exactness is given up.
 * ``bf16``: the forward and the losses of a step run under ``torch.autocast(dtype=bfloat16)`` (TF32 and
   ``cudnn.benchmark`` as for ``tf32`` for what autocast leaves in fp32). The network outputs are cast to
-  fp32 before the cross-entropies, softmax, BerHu and ω (:mod:`corda.seg_train`), weights, gradients and
+  fp32 before the cross-entropies, softmax, BerHu and ω (:mod:`corda.seg.step`), weights, gradients and
   optimizer state stay fp32 and backward runs outside autocast. bf16 has fp32's exponent range, so no loss
   scaling is needed.
 

@@ -41,7 +41,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from corda.errors import CordaError, DataError
@@ -188,10 +187,11 @@ def bad_inputs_message(bad: Sequence[tuple[Path, str]], total: int, show: int = 
 def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:
     """Upsample image ``j`` of a batch's outputs to the image's own size and decode them."""
     from corda.data.codecs import MAX_DEPTH_M, inv_to_depth
+    from corda.models.outputs import upsample_outputs
 
     size = image.shape[:2]
-    up = {k: F.interpolate(v[j:j + 1].float(), size=size, mode="bilinear", align_corners=True)[0]
-          for k, v in out.items() if k in ("S", "D", "D_src")}
+    up = {k: v[0] for k, v in upsample_outputs({k: v[j:j + 1] for k, v in out.items()}, size,
+                                                keys=("S", "D", "D_src"), float32=True).items()}
     pred = Prediction(item, image, up["S"].argmax(0).to(torch.uint8).cpu().numpy())
     if "D" in up:
         d_tgt = up["D"][0].clamp_min(1.0)  # encoding ≥ 1 (1.0 = farthest representable depth)

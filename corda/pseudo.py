@@ -10,17 +10,19 @@ confidence q_max, ω and their product q_max·ω. Accuracy-vs-signal curves show
 
 Everything streams: per-pixel data are reduced into fixed-size histograms and a confusion matrix, so
 memory does not grow with the number of images. The model side (computing q_max and ω) lives in
-``corda.seg_train`` / ``corda.uda``.
+``corda.seg.step`` / ``corda.uda``.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from corda.labels import CLASS_NAMES, CLASS_SETS, IGNORE
+from corda.metrics import ConfusionMatrix
 
 SIGNALS = ("confidence", "depth_weight", "combined")
 
@@ -170,13 +172,22 @@ class PseudoLabelDiagnostics:
         self.curve_bins = curve_bins
         # rows = ground truth, columns = pseudo-label;
         # `missed` = valid ground truth whose pseudo-label is 255 / out of range (a false negative).
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-        self.missed = np.zeros(num_classes, dtype=np.int64)
+        self.cm = ConfusionMatrix(num_classes)  # the evaluation's own counting rule (corda.metrics)
         self._auroc = {s: AurocAccumulator(auroc_bins) for s in SIGNALS}
         self._curve_total = {s: np.zeros(curve_bins, dtype=np.int64) for s in SIGNALS}
         self._curve_right = {s: np.zeros(curve_bins, dtype=np.int64) for s in SIGNALS}
         self._weight_sum = 0.0
         self._weight_right = 0.0
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(C, C) int64 counts: rows = ground truth, columns = pseudo-label (valid ground truth only)."""
+        return self.cm.matrix
+
+    @property
+    def missed(self) -> np.ndarray:
+        """(C,) valid ground-truth pixels of class c without a pseudo-label in [0, C)."""
+        return self.cm.missed
 
     def update(
         self,
@@ -205,9 +216,7 @@ class PseudoLabelDiagnostics:
         pl = pl.astype(np.int64)
         valid = (gt >= 0) & (gt < c) & (gt != IGNORE)
         gt, pl = gt[valid], pl[valid]
-        pl_ok = (pl >= 0) & (pl < c)
-        self.matrix += np.bincount(gt[pl_ok] * c + pl[pl_ok], minlength=c * c).reshape(c, c)
-        self.missed += np.bincount(gt[~pl_ok], minlength=c)
+        self.cm.update(pl, gt)  # a pseudo-label outside [0, C) (255: none) is a false negative
 
         right = pl == gt
         conf = conf[valid].astype(np.float64)
@@ -251,8 +260,8 @@ class PseudoLabelDiagnostics:
         for k, v in arrays.items():
             if np.shape(v) != mine[k].shape:
                 raise ValueError(f"load_state_arrays: {k} has shape {np.shape(v)}, expected {mine[k].shape}")
-        self.matrix = np.array(arrays["matrix"], dtype=np.int64)
-        self.missed = np.array(arrays["missed"], dtype=np.int64)
+        self.cm.matrix = np.array(arrays["matrix"], dtype=np.int64)
+        self.cm.missed = np.array(arrays["missed"], dtype=np.int64)
         self._weight_sum = float(arrays["weight_sum"])
         self._weight_right = float(arrays["weight_right"])
         for s in SIGNALS:
@@ -265,10 +274,7 @@ class PseudoLabelDiagnostics:
 
     def iou(self) -> np.ndarray:
         """(C,) IoU of the pseudo-labels per class; NaN for classes absent from both gt and pseudo-labels."""
-        tp = np.diag(self.matrix).astype(np.float64)
-        denom = (self.matrix.sum(1) + self.missed + self.matrix.sum(0)).astype(np.float64) - tp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(denom > 0, tp / np.where(denom > 0, denom, 1.0), np.nan)
+        return self.cm.iou()
 
     def result(self) -> dict[str, Any]:
         """Scores for a metrics JSON (fractions in [0, 1]; undefined → ``None``).
@@ -354,7 +360,7 @@ def pseudo_label_batch(teacher, images, depth_target, rule: str, threshold: floa
     """
     import torch
 
-    from corda.models.corda_net import upsample_outputs
+    from corda.models.outputs import upsample_outputs
     from corda.uda import depth_discrepancy_weight
 
     with torch.no_grad():
@@ -365,3 +371,62 @@ def pseudo_label_batch(teacher, images, depth_target, rule: str, threshold: floa
         omega = omega[:, 0]
     return {"label": label, "confidence": conf, "omega": omega,
             "weight": final_weight(rule, conf, omega, threshold)}
+
+
+def label_items(teacher, dataset, batch_size: int, device, weight_rule: str, threshold: float,
+                diag: "PseudoLabelDiagnostics", progress=None):
+    """Yield ``(name, label uint8, confidence, ω, weight)`` per image of ``dataset`` (fields ``image``, ``depth``,
+    optionally ``label``) in order, labelled by ``teacher`` in batches of ``batch_size``
+    (:func:`pseudo_label_batch`); images with a ground-truth label also update ``diag``."""
+    import numpy as np
+
+    from corda.inference import iterate_batches
+
+    batches = iterate_batches(dataset, batch_size)
+    if progress is not None:
+        batches = progress(batches, (len(dataset) + batch_size - 1) // batch_size, "pseudo-labels")
+    for batch in batches:
+        r = pseudo_label_batch(teacher, batch["image"].to(device), batch["depth"].to(device), weight_rule, threshold)
+        for j in range(r["label"].shape[0]):
+            lab, c, o, w = (r[k][j].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
+            if "label" in batch:
+                diag.update(lab, batch["label"][j].numpy(), c, o, w)
+            yield batch["name"][j], lab.astype(np.uint8), c, o, w
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data-parallel export: each rank labels a contiguous share into a part file, rank 0 merges the parts.
+
+
+def part_path(out_h5: Path, rank: int) -> Path:
+    """Rank ``rank``'s temporary share of ``out_h5`` (``pseudo/target.h5.part<r>``, removed after the merge)."""
+    return out_h5.with_name(f"{out_h5.name}.part{rank}")
+
+
+def export_sharded(out_h5: Path, merged: Path, items, n: int, attrs: dict, diag, batch_size: int, dist,
+                    device) -> None:
+    """This rank's share into its part file; diagnostics summed over ranks; rank 0 merges the parts into
+    ``merged`` (its staging path of ``out_h5``; the part files are named after ``out_h5`` on every rank)."""
+    from corda.distributed import DistInfo, barrier, shard_range, sum_over_ranks
+    from corda.h5io import merge_pseudo_h5, write_pseudo_h5
+    from corda.io import remove_outputs
+
+    shares = [shard_range(n, DistInfo(r, dist.world_size), align=batch_size) for r in range(dist.world_size)]
+    parts = [part_path(out_h5, r) for r, share in enumerate(shares) if len(share)]
+    mine = part_path(out_h5, dist.rank)
+    try:
+        if len(shares[dist.rank]):
+            write_pseudo_h5(mine, items, len(shares[dist.rank]), attrs)
+        # Every rank (also one with no images) joins the reduction; NCCL reduces on the rank's GPU.
+        diag.load_state_arrays(sum_over_ranks(diag.state_arrays(), dist,
+                                              device if device.type == "cuda" else None))
+        barrier(dist)  # every part is complete before rank 0 reads them
+        if dist.is_main:
+            merge_pseudo_h5(merged, parts, attrs)
+    except BaseException:
+        remove_outputs(*(parts if dist.is_main else [mine]))
+        raise
+    if dist.is_main:
+        # The parts of this run and any stale ones (another N, a killed run's temporaries).
+        stale = [*out_h5.parent.glob(f"{out_h5.name}.part*"), *out_h5.parent.glob(f".{out_h5.name}.part*.tmp")]
+        remove_outputs(*parts, *stale)

@@ -38,11 +38,11 @@ import numpy as np
 
 from corda.errors import DataError
 from corda.io import read_json, write_json
+from corda.labels import IGNORE
 
 log = logging.getLogger(__name__)
 
 STATS_FORMAT = 1
-IGNORE = 255
 REBUILD = "rebuild it with `dvc repro rcs` (or `python -m stages.rcs`)"
 
 

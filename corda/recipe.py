@@ -14,41 +14,17 @@ and its bases ``schedules/adamw.py``, ``schedules/poly10warm.py``, ``uda/dacs_a9
 * pseudo-label weights zeroed on the top 15 and bottom 120 rows of Cityscapes crops (rectification artefacts
   and the ego car).
 
-:class:`RecipeConfig` holds the keys; ``corda.segmentation.TrainConfig`` inherits them. Defaults keep the
+The keys are in ``corda.seg.config.TrainConfig`` (params.yaml ``train``). Defaults keep the
 DeepLab-v2 recipe (SGD, no warm-up, no RCS, no feature distance, no pseudo-label crop).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 from torch import nn
-
-from corda.config import field
 
 # Cityscapes train ids of the "thing" classes: traffic light, traffic sign, person, rider, car, truck, bus,
 # train, motorcycle, bicycle (DAFormer's imnet_feature_dist_classes).
 THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
-
-
-@dataclass(frozen=True)
-class RecipeConfig:
-    """``train`` keys of the DAFormer recipe (the values above are the DAFormer presets')."""
-
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: lr, momentum (DeepLab-v2); adamw: lr, betas (DAFormer)
-    adam_betas: tuple[float, float] = field((0.9, 0.999), min=0.0, max=1.0)
-    no_decay_norm: bool = False  # AdamW: no weight decay on the encoder's LayerNorms (DAFormer decay_mult 0)
-    warmup_iters: int = field(0, min=0)  # linear warm-up length; 0 = none (DAFormer: 1500)
-    warmup_ratio: float = field(1e-6, gt=0.0, max=1.0)  # lr factor at step 0 of the warm-up (mmcv default)
-    rcs_temperature: float | None = field(None, gt=0.0)  # rare-class sampling; None = uniform (DAFormer 0.01)
-    rcs_min_pixels: int = field(3000, min=0)  # an image counts for class c when it has more c pixels
-    rcs_min_crop_ratio: float = field(0.5, min=0.0, max=1.0)  # re-crop until ≥ ratio·min_pixels of c
-    fd_weight: float = field(0.0, min=0.0)  # ImageNet feature distance λ; 0 = off (DAFormer 0.005)
-    fd_classes: tuple[int, ...] = field(THING_CLASSES, min=0)
-    fd_min_ratio: float = field(0.75, min=0.0, max=1.0)
-    pl_ignore_top: int = field(0, min=0)  # pseudo-label weight 0 on the top rows (DAFormer Cityscapes: 15)
-    pl_ignore_bottom: int = field(0, min=0)  # … and on the bottom rows (120)
 
 
 def warmup_poly_factor(step: int, total: int, power: float = 1.0, warmup_iters: int = 0,
@@ -59,10 +35,9 @@ def warmup_poly_factor(step: int, total: int, power: float = 1.0, warmup_iters: 
     linear rule multiplies it by 1 − (1 − s/warmup_iters)·(1 − warmup_ratio), rising from ``warmup_ratio`` at
     s = 0 to 1 at s = warmup_iters, where it meets the undisturbed poly curve.
     """
-    factor = (1.0 - step / max(total, 1)) ** power
-    if step < warmup_iters:
-        factor *= 1.0 - (1.0 - step / warmup_iters) * (1.0 - warmup_ratio)
-    return factor
+    from corda.engine import poly_lr
+
+    return poly_lr(1.0, step, total, power, warmup_iters, warmup_ratio)
 
 
 def adamw_param_groups(model: nn.Module, lr: float, weight_decay: float, head_lr_mult: float = 10.0,

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -20,6 +19,7 @@ import yaml
 
 from corda.config import from_mapping, nearest_name_hint, run_keys
 from corda.errors import ConfigError, CordaError, DataError, one_line
+from corda.io import remove_outputs  # noqa: F401  (re-exported for the stages)
 
 T = TypeVar("T")
 PARAMS = "params.yaml"
@@ -136,14 +136,21 @@ def check_data_kinds(params: dict, manifest: str | os.PathLike) -> None:
                             f"{want!r}; run the data stage for these params: `dvc repro data`")
 
 
-def remove_outputs(*paths: str | os.PathLike) -> None:
-    """Remove temporaries (e.g. per-rank part files); never used on a stage's previous outputs."""
-    for p in paths:
-        p = Path(p)
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.exists() or p.is_symlink():
-            p.unlink(missing_ok=True)
+def stage_configs(params: str | os.PathLike, manifest: str | os.PathLike, **sections: type) -> tuple[Any, ...]:
+    """The prologue of a stage that reads the data stage's output: its params sections as typed configs (in the
+    order given, ``name=ConfigClass``), after checking that the manifest was made for these params."""
+    p = load_params(params)
+    configs = tuple(section(p, name, cls) for name, cls in sections.items())
+    check_data_kinds(p, manifest)
+    return configs
+
+
+def finish_training(trainer: Any, out_live: str | os.PathLike, save: Callable[[], None]) -> None:
+    """Rank 0's tail of a training stage: write the model (``save``), the dvclive curves from the trainer's
+    history (:meth:`corda.engine.Trainer.write_curves`), and remove the scratch checkpoint."""
+    save()
+    trainer.write_curves(out_live)
+    trainer.discard_scratch()
 
 
 def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Literal
 import typer
 
 from corda.config import field, to_dict
-from corda.data.benchmark import BenchmarkConfig
+from corda.data.procedural.benchmark import BenchmarkConfig
 from stages.common import load_params, section, stage_main
 
 log = logging.getLogger("stages.data")
@@ -129,7 +129,7 @@ def main(
         bench.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if procedural:
-            from corda.data.benchmark import render_benchmark
+            from corda.data.procedural.benchmark import render_benchmark
 
             roots = {r: _staged_root(r, bench) for r in (cfg.source.root, cfg.target.root)}
             counts = render_benchmark(cfg.procedural, cfg.seed, roots[cfg.source.root], roots[cfg.target.root],

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, section, stage_main
+from stages.common import stage_configs, stage_main
 
 log = logging.getLogger("stages.depth_maps")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -36,29 +36,25 @@ def main(
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
     from corda.depth.metrics import DepthMetricAccumulator
-    from corda.depth.pretrain import DepthStageConfig, camera_height_scale, export_depth, predict_full
-    from corda.errors import CordaError, DataError, brief_error
+    from corda.depth.config import DepthConfig
+    from corda.depth.run import export_depth, mono_scale, predict_full
+    from corda.errors import CordaError, brief_error
     from corda.h5io import write_depth_h5
     from corda.inference import iterate_batches
-    from corda.io import file_hash, read_json, staged_outputs, write_json
+    from corda.io import file_hash, staged_outputs, write_json
     from corda.log import progress
     from corda.models.depth_net import DepthNet
+    from corda.models.weights import read_torch_file
 
-    p = load_params(params)
-    cfg = section(p, "depth", DepthStageConfig)
-    check_data_kinds(p, manifest)
+    (cfg,) = stage_configs(params, manifest, depth=DepthConfig)
     device = resolve_device(cfg.device)
     splits = load_splits(manifest)
 
     def load_net(domain: str) -> tuple[torch.nn.Module, str]:
         path = models_dir / f"{domain}.pt"
-        if not path.is_file():
-            raise CordaError(f"{path}: depth network not found; run `dvc repro depth_pretrain`")
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # truncated or not a torch file: one line, not a traceback
-            raise CordaError(f"{path}: not a readable checkpoint ({brief_error(exc)}); "
-                             "re-run depth_pretrain") from exc
+        ck = read_torch_file(path, missing=f"{path}: depth network not found; run `dvc repro depth_pretrain`",
+                             unreadable=lambda exc: f"{path}: not a readable checkpoint ({brief_error(exc)}); "
+                                                    "re-run depth_pretrain", weights_only=False)
         net = DepthNet(cfg.backbone, None, cfg.min_depth_m, cfg.max_depth_m)
         try:
             net.load_state_dict(ck["depth"])
@@ -66,28 +62,6 @@ def main(
             raise CordaError(f"{path}: incompatible with depth.backbone={cfg.backbone} ({brief_error(exc)}); "
                              "re-run depth_pretrain") from exc
         return net.to(device).eval(), file_hash(path)
-
-    def camera_height(path: Path) -> float:
-        """extrinsic.z of a Cityscapes camera JSON, the rig's height in metres (mono scale)."""
-        cam = read_json(path)
-        try:
-            return float(cam["extrinsic"]["z"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{path}: camera JSON lacks a numeric extrinsic.z (camera height, needed to "
-                            "scale depth.mode=mono); use the Cityscapes camera files or another depth.mode"
-                            ) from exc
-
-    def mono_scale(net, index) -> float:
-        """Global metric scale of a monocular network from the camera height (module docstring)."""
-        ds = SegDepthDataset(index, ("image", "K"), None, None)
-        sub = torch.utils.data.Subset(ds, range(min(100, len(ds))))
-        ratios = []
-        for batch in iterate_batches(sub, batch_size):
-            d = predict_full(net, batch["image"].to(device), cfg)
-            heights = torch.tensor([camera_height(index.path("camera", int(i))) for i in batch["index"]],
-                                   device=device)
-            ratios.append(camera_height_scale(d, batch["K"].to(device), heights))
-        return float(torch.cat(ratios).median())
 
     out_dir, out_metrics = Path("depth"), Path("metrics/depth.json")
     with staged_outputs(out_dir, out_metrics) as staged:
@@ -114,7 +88,7 @@ def main(
                          "files_root": str(cfg.target_files_root)}
             else:
                 net, h = load_net(domain)
-                scale = mono_scale(net, index) if cfg.mode == "mono" else 1.0
+                scale = mono_scale(net, index, cfg, batch_size, device) if cfg.mode == "mono" else 1.0
                 metrics[f"{domain}_scale"] = scale
                 ds = SegDepthDataset(index, ("image",), None, None)
                 items = ((n, d * scale) for n, d in export_depth(net, cfg, iterate_batches(ds, batch_size), device))

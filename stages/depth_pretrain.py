@@ -4,7 +4,7 @@
 trained; the source network only with ``depth.source: self_supervised`` (a source without
 ground-truth depth, like GTA5). Writes ``models/depth/{target,source}.pt`` and
 ``dvclive/depth_pretrain/``. With ``depth.devices = N > 1`` the stage re-runs itself under torchrun and
-trains data-parallel (:mod:`corda.depth.train` has the semantics); only rank 0 writes the outputs.
+trains data-parallel (:mod:`corda.depth.step` has the semantics); only rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from stages.common import check_data_kinds, load_params, section, stage_main
+from stages.common import stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.depth_pretrain")
@@ -32,15 +32,14 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
-    from corda.depth.pretrain import DepthStageConfig, depth_fields, recorded_config, train_depth
+    from corda.depth.config import DepthConfig, recorded_config
+    from corda.depth.run import depth_fields, train_depth
     from corda.engine import write_dvclive
     from corda.errors import ConfigError
     from corda.io import file_hash, save_torch, staged_outputs
     from corda.log import progress
 
-    p = load_params(params)
-    cfg = section(p, "depth", DepthStageConfig)
-    check_data_kinds(p, manifest)
+    (cfg,) = stage_configs(params, manifest, depth=DepthConfig)
     out_dir, out_live = Path("models/depth"), Path("dvclive/depth_pretrain")
     # depth.devices > 1: re-runs this command under torchrun; every rank trains its slice, rank 0 writes.
     with data_parallel(cfg.devices, "stages.depth_pretrain", resolve_device(cfg.device), "depth.devices") as (

@@ -65,9 +65,8 @@ def main(
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.metrics import export_label_ids
-    from corda.segmentation import load_model
-    from corda.uda import depth_discrepancy_weight
-    from corda.data.codecs import inv_to_depth
+    from corda.seg.qualitative import prediction_strip_rows
+    from corda.seg.run import load_model
 
     p = load_params(params)
     cfg = section(p, "evaluate", EvalConfig)
@@ -131,22 +130,7 @@ def main(
                                 for k in keys}, out_eval / "corda_losses.png", "corda: loss terms")
 
         # Qualitative strip: image | ground truth | prediction | depth | ω (from the CorDA decoders).
-        model = loaded.get("corda", loaded[names[0]])
-        model.eval()
-        rows = []
-        for i in range(min(cfg.strip_items, len(val))):
-            item = val[i]
-            img = item["image"][None].to(device)
-            has_depth = getattr(model, "depth", False)
-            out = segment(model, img, keys=("S", "D", "D_src") if has_depth else ("S",))
-            row = {"image": item["image"].permute(1, 2, 0).numpy(), "gt": item["label"].numpy(),
-                   "pred": out["S"].argmax(1)[0].cpu().numpy()}
-            if has_depth:
-                d = out["D"].clamp_min(1.0 + 1e-3)
-                omega, _ = depth_discrepancy_weight(out["D_src"], out["D"], d, per_image=True)
-                row["depth"] = inv_to_depth(d[0, 0].cpu().numpy())
-                row["omega"] = omega[0, 0].cpu().numpy()
-            rows.append(row)
+        rows = prediction_strip_rows(loaded.get("corda", loaded[names[0]]), val, cfg.strip_items, device)
         report.prediction_strip(rows, out_eval / "predictions.png")
 
         if cfg.export_label_ids:

@@ -70,7 +70,7 @@ def main(
     from corda.log import progress
     from corda.predict import (MIN_SIDE_PX, PredictionWriter, bad_inputs_message, check_inputs, find_images,
                                run_predict)
-    from corda.segmentation import load_model
+    from corda.seg.run import load_model
 
     found = find_images(inputs)
     items, bad, small = check_inputs(found)  # before the model loads or anything is written

@@ -25,7 +25,7 @@ from typing import Annotated, ClassVar, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import check_data_kinds, load_params, remove_outputs, section, stage_main
+from stages.common import stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.pseudo_labels")
@@ -56,7 +56,6 @@ def main(
     depth_h5: Annotated[Path, typer.Option(help="target depth targets from depth_maps")] = Path("depth/target.h5"),
 ) -> None:
     """Export target pseudo-labels, confidence, ω and weights to pseudo/target.h5, with diagnostics."""
-    import numpy as np
     import torch
 
     from corda import report
@@ -65,16 +64,13 @@ def main(
     from corda.device import resolve_device
     from corda.distributed import shard_range
     from corda.h5io import write_pseudo_h5
-    from corda.inference import iterate_batches
     from corda.io import file_hash, staged_outputs, write_json
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
-    from corda.pseudo import PseudoLabelDiagnostics, pseudo_label_batch
-    from corda.segmentation import load_model
+    from corda.pseudo import PseudoLabelDiagnostics, export_sharded, label_items
+    from corda.seg.run import load_model
 
-    p = load_params(params)
-    cfg = section(p, "pseudo_labels", PseudoConfig)
-    check_data_kinds(p, manifest)
+    (cfg,) = stage_configs(params, manifest, pseudo_labels=PseudoConfig)
     out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")
     out_curve_json, out_curve_png = Path("plots/pseudo_label_accuracy.json"), Path("plots/pseudo_label_accuracy.png")
     # pseudo_labels.devices > 1: re-runs this command under torchrun; each rank labels a contiguous share of
@@ -98,15 +94,8 @@ def main(
         part_ds = torch.utils.data.Subset(ds, mine) if dist.enabled else ds
 
         def items():
-            for batch in progress(iterate_batches(part_ds, cfg.batch_size),
-                                  (len(part_ds) + cfg.batch_size - 1) // cfg.batch_size, "pseudo-labels"):
-                r = pseudo_label_batch(teacher, batch["image"].to(device), batch["depth"].to(device),
-                                       cfg.weight_rule, cfg.threshold)
-                for j in range(r["label"].shape[0]):
-                    lab, c, o, w = (r[k][j].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
-                    if "label" in batch:
-                        diag.update(lab, batch["label"][j].numpy(), c, o, w)
-                    yield batch["name"][j], lab.astype(np.uint8), c, o, w
+            return label_items(teacher, part_ds, cfg.batch_size, device, cfg.weight_rule, cfg.threshold, diag,
+                               progress)
 
         # `devices` is left out of the recorded params: the content does not depend on it, so the file of N
         # processes equals the one-process file (and the file written before the key existed).
@@ -117,7 +106,7 @@ def main(
             if not dist.enabled:
                 write_pseudo_h5(staged[out_h5], items(), len(ds), attrs)
             else:
-                _export_sharded(out_h5, staged[out_h5], items(), len(ds), attrs, diag, cfg.batch_size, dist,
+                export_sharded(out_h5, staged[out_h5], items(), len(ds), attrs, diag, cfg.batch_size, dist,
                                 device)
             if not dist.is_main:
                 return
@@ -137,39 +126,6 @@ def main(
         log.info("pseudo-label mIoU %.2f | AUROC of predicting errors: confidence %.3f, depth weight %.3f, "
                  "combined %.3f", 100 * (result["miou"] or 0), a["confidence"] or 0, a["depth_weight"] or 0,
                  a["combined"] or 0)
-
-
-def part_path(out_h5: Path, rank: int) -> Path:
-    """Rank ``rank``'s temporary share of ``out_h5`` (``pseudo/target.h5.part<r>``, removed after the merge)."""
-    return out_h5.with_name(f"{out_h5.name}.part{rank}")
-
-
-def _export_sharded(out_h5: Path, merged: Path, items, n: int, attrs: dict, diag, batch_size: int, dist,
-                    device) -> None:
-    """This rank's share into its part file; diagnostics summed over ranks; rank 0 merges the parts into
-    ``merged`` (its staging path of ``out_h5``; the part files are named after ``out_h5`` on every rank)."""
-    from corda.distributed import DistInfo, barrier, shard_range, sum_over_ranks
-    from corda.h5io import merge_pseudo_h5, write_pseudo_h5
-
-    shares = [shard_range(n, DistInfo(r, dist.world_size), align=batch_size) for r in range(dist.world_size)]
-    parts = [part_path(out_h5, r) for r, share in enumerate(shares) if len(share)]
-    mine = part_path(out_h5, dist.rank)
-    try:
-        if len(shares[dist.rank]):
-            write_pseudo_h5(mine, items, len(shares[dist.rank]), attrs)
-        # Every rank (also one with no images) joins the reduction; NCCL reduces on the rank's GPU.
-        diag.load_state_arrays(sum_over_ranks(diag.state_arrays(), dist,
-                                              device if device.type == "cuda" else None))
-        barrier(dist)  # every part is complete before rank 0 reads them
-        if dist.is_main:
-            merge_pseudo_h5(merged, parts, attrs)
-    except BaseException:
-        remove_outputs(*(parts if dist.is_main else [mine]))
-        raise
-    if dist.is_main:
-        # The parts of this run and any stale ones (another N, a killed run's temporaries).
-        stale = [*out_h5.parent.glob(f"{out_h5.name}.part*"), *out_h5.parent.glob(f".{out_h5.name}.part*.tmp")]
-        remove_outputs(*parts, *stale)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import typer
 
 from corda.config import field, to_dict
-from stages.common import check_data_kinds, load_params, section, stage_main
+from stages.common import finish_training, stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.self_train")
@@ -34,7 +34,7 @@ class SelfTrainConfig:
     # embedded benchmark, scores well above the student) or the student (the weights round 1 evaluates).
     init_from: Literal["teacher", "student"] = "teacher"
     # Weight of a pseudo-label CE on the un-mixed target images (besides the ClassMix term); it also lets the
-    # student's BatchNorm statistics see target images (corda.seg_train.SegTrainConfig.target_ce_weight).
+    # student's BatchNorm statistics see target images (corda.seg.step.TrainConfig.target_ce_weight).
     target_weight: float = field(0.0, min=0.0)
 
 
@@ -50,13 +50,11 @@ def main(
     """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
     from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import set_seeds
 
-    p = load_params(params)
-    mcfg = section(p, "model", ModelConfig)
-    tcfg = section(p, "train", TrainConfig)
-    scfg = section(p, "self_train", SelfTrainConfig)
-    check_data_kinds(p, manifest)
+    mcfg, tcfg, scfg = stage_configs(params, manifest, model=ModelConfig, train=TrainConfig,
+                                     self_train=SelfTrainConfig)
     tcfg = dataclasses.replace(tcfg, seed=scfg.seed, iterations=scfg.iterations, lr=scfg.lr,
                                target_ce_weight=scfg.target_weight,
                                eval_every=min(tcfg.eval_every, scfg.iterations))
@@ -78,11 +76,10 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     """Build the data, train this rank's share, and (rank 0) write the declared outputs; returns the trainer."""
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
-    from corda.engine import write_dvclive
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.segmentation import load_model, make_eval_fn, run_training, save_model, seg_datasets
+    from corda.seg.run import load_model, make_eval_fn, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
     src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)
@@ -114,10 +111,9 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
         init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress,
         dist=dist)
     if dist.is_main:
-        save_model(out_model, method="corda_round2", student=student, teacher=None, mcfg=mcfg, tcfg=tcfg,
-                   history=trainer.history, extra={"self_train_config": dataclasses.asdict(scfg)})
-        write_dvclive(trainer.history, out_live)
-        trainer.discard_scratch()
+        finish_training(trainer, out_live, lambda: save_model(
+            out_model, method="corda_round2", student=student, teacher=None, mcfg=mcfg, tcfg=tcfg,
+            history=trainer.history, extra={"self_train_config": dataclasses.asdict(scfg)}))
     return trainer
 
 

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from corda.methods import TRAINED, get_method
-from stages.common import check_data_kinds, load_params, section, stage_main
+from stages.common import finish_training, stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.train")
@@ -38,13 +38,11 @@ def main(
     from corda.errors import ConfigError
     from corda.device import resolve_device
     from corda.io import staged_outputs
-    from corda.segmentation import ModelConfig, TrainConfig, set_seeds
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import set_seeds
 
     method = Method(method).value  # typer gives the enum; a direct call may pass the string
-    p = load_params(params)
-    mcfg = section(p, "model", ModelConfig)
-    tcfg = section(p, "train", TrainConfig)
-    check_data_kinds(p, manifest)
+    mcfg, tcfg = stage_configs(params, manifest, model=ModelConfig, train=TrainConfig)
     out_model = Path("models") / f"{method}.pt"
     out_live = Path("dvclive") / f"train_{method}"
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
@@ -64,11 +62,10 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
            out_live: Path):
     """Build the data, train this rank's share, and (rank 0) write the declared outputs; returns the trainer."""
     from corda.data.manifest import class_set_name, load_manifest, load_splits
-    from corda.engine import write_dvclive
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.segmentation import RCS_STATS, make_eval_fn, make_source_sampler, run_training, save_model, seg_datasets
+    from corda.seg.run import RCS_STATS, make_eval_fn, make_source_sampler, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
     row = get_method(method)
@@ -84,10 +81,9 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
         scratch=Path("checkpoints") / f"train_{method}" / "last.pt", inputs_fp=inputs_fp,
         eval_fn=eval_fn, progress=progress, dist=dist, source_sampler=sampler)
     if dist.is_main:
-        save_model(out_model, method=method, student=student, teacher=teacher, mcfg=mcfg, tcfg=tcfg,
-                   history=trainer.history)
-        write_dvclive(trainer.history, out_live)
-        trainer.discard_scratch()
+        finish_training(trainer, out_live, lambda: save_model(out_model, method=method, student=student,
+                                                              teacher=teacher, mcfg=mcfg, tcfg=tcfg,
+                                                              history=trainer.history))
     return trainer
 
 

@@ -55,7 +55,7 @@ def test_unknown_key_suggests_the_nearest():
 def test_internal_fields_are_not_params_keys():
     """``method`` and ``target_ce_weight`` are set by the stages: params.yaml cannot set them, and the known
     keys an error lists are only real params keys."""
-    from corda.segmentation import TrainConfig
+    from corda.seg.config import TrainConfig
 
     for key in ("method", "target_ce_weight"):
         with pytest.raises(ConfigError, match=rf"^train\.{key}: unknown key"):

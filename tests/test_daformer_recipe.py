@@ -2,8 +2,6 @@
 rule), the ImageNet feature distance as a loss term, and the pseudo-label row crop; each off by default with the
 draws and the logged terms of a run without it."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -46,7 +44,8 @@ def test_stats_file_summary_and_stale_names(gta, tmp_path):
 
 
 def test_missing_stats_file_when_rcs_is_on(gta, tmp_path):
-    from corda.segmentation import TrainConfig, make_source_sampler
+    from corda.seg.config import TrainConfig
+    from corda.seg.run import make_source_sampler
 
     ds = SegDepthDataset(gta, ("label",), None, None)
     assert make_source_sampler(TrainConfig(), ds, tmp_path / "absent.json") is None  # off: never read
@@ -87,7 +86,7 @@ def test_rare_class_keys_recrop_until_the_class_is_kept(gta, tmp_path):
 
 
 def test_uniform_step_batches_unchanged(gta):
-    from corda.segmentation import StepBatches
+    from corda.seg.run import StepBatches
 
     ds = SegDepthDataset(gta, ("label",), None, (16, 16))
     sb = StepBatches(ds, 2, seed=4, start=3, stop=6, workers=0)
@@ -117,13 +116,14 @@ def test_feature_distance_term(method):
     import copy
 
     from corda.losses.feature_distance import ImageNetFeatureDistance
-    from corda.seg_train import SegTrainConfig, train_step
+    from corda.seg.config import TrainConfig
+    from corda.seg.step import train_step
 
     student = _tiny_daformer(depth=method == "corda")
     teacher = copy.deepcopy(student)
     fd = ImageNetFeatureDistance(student.backbone, 0.005, (13,), 0.75, 19)
     src, tgt = _batches()
-    cfg = SegTrainConfig(method=method)
+    cfg = TrainConfig(method=method)
     out = train_step(student, teacher, src, tgt, cfg, 0, step_generator(0, 0), fd=fd)
     assert out["feat_dist"].item() == pytest.approx(0.0, abs=1e-6)  # identical encoders
     with torch.no_grad():
@@ -138,7 +138,8 @@ def test_feature_distance_term(method):
 
 
 def test_feature_distance_needs_daformer_and_weights():
-    from corda.segmentation import ModelConfig, TrainConfig, make_feature_distance
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import make_feature_distance
 
     tcfg = TrainConfig(fd_weight=0.005)
     assert make_feature_distance(ModelConfig(), TrainConfig(), None, "corda") is None
@@ -149,7 +150,7 @@ def test_feature_distance_needs_daformer_and_weights():
 
 
 def test_pl_ignore_rows_zero_the_pseudo_weight_only_there():
-    from corda.seg_train import ignore_rows
+    from corda.seg.step import ignore_rows
 
     w = torch.full((2, 10, 4), 0.7)
     out = ignore_rows(w, 2, 3)
@@ -162,7 +163,8 @@ def test_pl_ignore_reaches_the_mixed_weight(monkeypatch):
     """With (top, bottom) set, the target pixels of those rows carry weight 0 in the mixed CE."""
     import copy
 
-    import corda.seg_train as st
+    import corda.seg.step as st
+    from corda.seg.config import TrainConfig
 
     student = _tiny_daformer(depth=False)
     teacher = copy.deepcopy(student)
@@ -174,8 +176,8 @@ def test_pl_ignore_reaches_the_mixed_weight(monkeypatch):
         return logits.sum() * 0
 
     monkeypatch.setattr(st, "weighted_ce", spy)
-    cfg = dataclasses.replace(st.SegTrainConfig(method="dacs"), pl_threshold=0.0)  # q = 1
-    st.train_step(student, teacher, src, tgt, cfg, 0, step_generator(0, 0), pl_ignore=(5, 7))
+    cfg = TrainConfig(method="dacs", pl_threshold=0.0, pl_ignore_top=5, pl_ignore_bottom=7)  # q = 1
+    st.train_step(student, teacher, src, tgt, cfg, 0, step_generator(0, 0))
     w = seen["w"]
     m = st.classmix_masks(src["label"], step_generator(0, 0), include_ignore=True)
     target_px = m[:, 0] == 0 if m.dim() == 4 else m == 0

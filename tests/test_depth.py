@@ -10,13 +10,8 @@ import torchvision
 
 from corda.config import ConfigError, from_mapping
 from corda.depth.metrics import DepthMetricAccumulator, depth_errors, evaluate_depth
-from corda.depth.train import (
-    DepthConfig,
-    build_depth_models,
-    colour_jitter,
-    depth_train_step,
-    predict_depth,
-)
+from corda.depth.config import DepthConfig
+from corda.depth.step import build_depth_models, colour_jitter, depth_train_step, predict_depth
 from corda.errors import CordaError
 from corda.geometry import depth_to_disp, stereo_transform, warp
 from corda.losses.photometric import edge_aware_smoothness, min_reprojection, photometric_error, ssim

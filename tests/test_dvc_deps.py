@@ -179,11 +179,11 @@ def test_closure_follows_every_import_form(tmp_path):
         "stages/helper.py": "",
         "corda/__init__.py": "",
         "corda/data/__init__.py": "",
-        "corda/data/codecs.py": "from ..errors import E\nimport corda.depth.train\n",
+        "corda/data/codecs.py": "from ..errors import E\nimport corda.depth.step\n",
         "corda/data/unused.py": "",
         "corda/errors.py": "",
         "corda/depth/__init__.py": "",
-        "corda/depth/train.py": "from .metrics import m\n",
+        "corda/depth/step.py": "from .metrics import m\n",
         "corda/depth/metrics.py": "import numpy\n",
     }
     for rel, text in files.items():
@@ -192,7 +192,7 @@ def test_closure_follows_every_import_form(tmp_path):
     got = closure("stages.s", tmp_path)
     assert got == set(files) - {"corda/data/unused.py"}
     assert uncovered(got, ["stages", "corda/data", "corda/errors.py", "corda/__init__.py"]) == {
-        "corda/depth/__init__.py", "corda/depth/train.py", "corda/depth/metrics.py"}
+        "corda/depth/__init__.py", "corda/depth/step.py", "corda/depth/metrics.py"}
 
 
 def test_stage_modules_reads_python_and_torchrun_commands():
@@ -226,6 +226,6 @@ def test_depth_stages_do_not_reach_segmentation_code(name):
     """Editing the segmentation run loop, its step, the UDA blocks or the segmentation network must not
     re-run depth pretraining (the depth stages share only neutral modules: device, colour, engine...)."""
     files = closure(stage_modules(STAGES[name]["cmd"])[0])
-    seg = {"corda/segmentation.py", "corda/seg_train.py", "corda/uda.py", "corda/models/corda_net.py",
+    seg = {"corda/seg/run.py", "corda/seg/step.py", "corda/uda.py", "corda/models/corda_net.py",
            "corda/losses/segmentation.py"}
     assert not files & seg, sorted(files & seg)

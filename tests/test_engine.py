@@ -22,22 +22,23 @@ def _make(tmp_path, fail_at=None, nan_at=None, policy="stop", iterations=12, gra
             loss = loss * float("nan")
         return {"loss": loss, "mse": loss.detach()}
 
-    tr = Trainer(modules={"model": model}, optimizer=opt, step_fn=step_fn, iterations=iterations,
+    tr = Trainer(modules={"model": model}, optimizer=opt, iterations=iterations,
                  lr_at=lambda s: poly_lr(0.05, s, iterations), scratch=tmp_path / "last.pt",
                  fingerprint=fingerprint({"cfg": 1}), checkpoint_every=4, log_every=2, nan_policy=policy,
                  grad_clip=grad_clip)
+    tr.step = step_fn  # what run() runs
     return tr, model
 
 
 def test_resume_after_kill_is_bitwise_identical(tmp_path):
     ref_tr, ref = _make(tmp_path / "a")
-    ref_tr.run()
+    ref_tr.run(ref_tr.step)
     tr, _ = _make(tmp_path / "b", fail_at=9)
     with pytest.raises(KeyboardInterrupt):
-        tr.run()
+        tr.run(tr.step)
     assert (tmp_path / "b" / "last.pt").is_file()  # checkpoint of step 8 kept
     tr2, model2 = _make(tmp_path / "b")
-    tr2.run()
+    tr2.run(tr2.step)
     assert tr2.history[-1]["step"] == 12
     for a, b in zip(ref.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
@@ -47,7 +48,7 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path):
 def test_checkpoint_of_other_config_is_ignored(tmp_path):
     tr, _ = _make(tmp_path, fail_at=5)
     with pytest.raises(KeyboardInterrupt):
-        tr.run()
+        tr.run(tr.step)
     tr2, _ = _make(tmp_path)
     tr2.fp = fingerprint({"cfg": 2})
     assert not tr2.try_resume()
@@ -56,13 +57,13 @@ def test_checkpoint_of_other_config_is_ignored(tmp_path):
 def test_nan_stops_with_step_and_term_named_and_keeps_checkpoint(tmp_path):
     tr, _ = _make(tmp_path, nan_at=6)
     with pytest.raises(NonFiniteLoss, match=r"step 6: loss term 'loss'"):
-        tr.run()
+        tr.run(tr.step)
     assert (tmp_path / "last.pt").is_file()
 
 
 def test_nan_skip_policy_counts(tmp_path):
     tr, model = _make(tmp_path, nan_at=6, policy="skip")
-    tr.run()
+    tr.run(tr.step)
     assert tr.state.skipped == 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
@@ -71,7 +72,7 @@ def test_grad_clip_bounds_the_update_and_logs_the_norm(tmp_path):
     def first_update(clip):
         tr, model = _make(tmp_path / str(clip), iterations=1, grad_clip=clip)
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-        tr.run()
+        tr.run(tr.step)
         after = torch.cat([p.detach().flatten() for p in model.parameters()])
         return float((after - before).norm()), tr.history[-1]
 
@@ -110,16 +111,16 @@ def test_logged_terms_are_the_mean_of_each_steps_values(tmp_path):
     import numpy as np
 
     tr, _ = _make(tmp_path, iterations=6)
-    seen, step_fn = [], tr.step_fn
+    seen, step_fn = [], tr.step
 
     def recording(step):
         out = step_fn(step)
         seen.append(float(out["mse"]))
         return out
 
-    tr.step_fn = recording
+    tr.step = recording
     tr.log_every = 3
-    tr.run()
+    tr.run(tr.step)
     assert [r["step"] for r in tr.history] == [3, 6]
     assert [r["mse"] for r in tr.history] == [float(np.mean(seen[:3])), float(np.mean(seen[3:]))]
     assert all(type(r["mse"]) is float for r in tr.history)
@@ -134,3 +135,12 @@ def test_write_dvclive_leaves_out_terms_the_method_lacks(tmp_path):
     write_dvclive(history, tmp_path / "live")
     curves = {p.stem for p in (tmp_path / "live" / "plots" / "metrics" / "train").glob("*.tsv")}
     assert curves == {"seg_src", "seg_mix"}
+
+
+def test_poly_lr_holds_the_warmup_and_is_the_plain_poly_without_it():
+    from corda.recipe import warmup_poly_factor
+
+    for s in (0, 7, 99):
+        assert poly_lr(0.01, s, 100, 0.9) == 0.01 * (1.0 - s / 100) ** 0.9  # bit for bit: no warm-up branch
+        assert poly_lr(0.01, s, 100, 1.0, 50, 1e-6) == 0.01 * warmup_poly_factor(s, 100, 1.0, 50, 1e-6)
+    assert poly_lr(1.0, 0, 100, 1.0, 50, 1e-6) == pytest.approx(1e-6)

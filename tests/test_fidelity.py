@@ -97,7 +97,8 @@ def syn(tmp_path_factory):
 
 
 def test_source_resize_keys_reach_the_source_dataset(syn, tmp_path):
-    from corda.segmentation import TrainConfig, seg_datasets
+    from corda.seg.config import TrainConfig
+    from corda.seg.run import seg_datasets
 
     tc = TrainConfig(crop_hw=(8, 8), source_resize_hw=(24, 48), source_image_resample="bicubic",
                      source_depth_resample="bilinear")
@@ -205,10 +206,10 @@ def test_bad_released_depth_files_are_one_line(tmp_path, case, match):
 
 def test_depth_config_needs_the_files_root():
     from corda.config import from_mapping
-    from corda.depth.pretrain import DepthStageConfig, recorded_config
+    from corda.depth.config import DepthConfig, recorded_config
     from corda.errors import ConfigError
 
     with pytest.raises(ConfigError, match="depth.target_files_root"):
-        from_mapping(DepthStageConfig, {"target": "files"}, "depth")
-    cfg = from_mapping(DepthStageConfig, {"target": "files", "target_files_root": "x"}, "depth")
+        from_mapping(DepthConfig, {"target": "files"}, "depth")
+    cfg = from_mapping(DepthConfig, {"target": "files", "target_files_root": "x"}, "depth")
     assert "target" not in recorded_config(cfg)  # the depth network's checkpoint does not depend on it

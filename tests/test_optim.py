@@ -116,28 +116,30 @@ def _trainer(tmp_path, fail_at=None, iterations=8):
         y = b.downsample(b.conv(net.conv1(x)))
         return {"loss": (y - 1).pow(2).mean()}
 
-    tr = Trainer(modules={"net": net}, optimizer=opt, step_fn=step_fn, iterations=iterations,
+    tr = Trainer(modules={"net": net}, optimizer=opt, iterations=iterations,
                  lr_at=lambda s: poly_lr(LR, s, iterations), scratch=tmp_path / "last.pt",
                  fingerprint=fingerprint({"c": 1}), checkpoint_every=3, log_every=2)
+    tr.step = step_fn  # what run() runs
     return tr, net
 
 
 def test_poly_schedule_and_resume_with_repeats(tmp_path):
     ref_tr, ref = _trainer(tmp_path / "a")
-    ref_tr.run()
+    ref_tr.run(ref_tr.step)
     assert ref_tr.optimizer.param_groups[0]["lr"] == pytest.approx(poly_lr(LR, 7, 8))
     tr, _ = _trainer(tmp_path / "b", fail_at=5)
     with pytest.raises(KeyboardInterrupt):
-        tr.run()
+        tr.run(tr.step)
     tr2, net2 = _trainer(tmp_path / "b")
-    tr2.run()
+    tr2.run(tr2.step)
     assert tr2.optimizer.param_groups[0]["repeats"] == [1, 3, 4]
     for p, q in zip(ref.params(), net2.params()):
         assert torch.equal(p, q)
 
 
 def test_build_optimizer_switch():
-    from corda.segmentation import ModelConfig, TrainConfig, build_model, build_optimizer
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import build_model, build_optimizer
 
     mcfg = ModelConfig(backbone="resnet18", output_stride=16, freeze_bn_affine=True)
     model = build_model(mcfg, "dacs")

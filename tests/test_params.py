@@ -16,14 +16,14 @@ PARAM_FILES = [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]
 
 
 def _sections():
-    from corda.depth.pretrain import DepthStageConfig
-    from corda.segmentation import ModelConfig, TrainConfig
+    from corda.depth.config import DepthConfig
+    from corda.seg.config import ModelConfig, TrainConfig
     from stages.data import DataConfig
     from stages.evaluate import EvalConfig
     from stages.pseudo_labels import PseudoConfig
     from stages.self_train import SelfTrainConfig
 
-    return {"data": DataConfig, "depth": DepthStageConfig, "model": ModelConfig, "train": TrainConfig,
+    return {"data": DataConfig, "depth": DepthConfig, "model": ModelConfig, "train": TrainConfig,
             "pseudo_labels": PseudoConfig, "self_train": SelfTrainConfig, "evaluate": EvalConfig}
 
 

@@ -15,8 +15,9 @@ from corda.config import from_mapping
 from corda.distributed import DistInfo, shard, torchrun_argv
 from corda.engine import batch_keys, step_generator
 from corda.errors import ConfigError
-from corda.seg_train import SegTrainConfig, train_step
-from corda.segmentation import ModelConfig, TrainConfig, make_student_teacher, run_training, set_seeds
+from corda.seg.config import ModelConfig, TrainConfig
+from corda.seg.run import make_student_teacher, run_training, set_seeds
+from corda.seg.step import train_step
 from corda.testing import free_port, gloo_process_group
 
 MCFG = ModelConfig(backbone="resnet18", output_stride=16, task_channels=16, bottleneck=8, aspp_branches=4,
@@ -62,7 +63,7 @@ def _step(precision: str, channels_last: bool) -> dict[str, torch.Tensor]:
     student, teacher = make_student_teacher(MCFG, "corda", cpu, channels_last=channels_last)
     src, tgt = (to_layout(b, channels_last) for b in _batches())
     with autocast(precision, cpu):
-        terms = train_step(student, teacher, src, tgt, SegTrainConfig(method="corda"), 0, step_generator(1, 0))
+        terms = train_step(student, teacher, src, tgt, TrainConfig(method="corda"), 0, step_generator(1, 0))
     terms["loss"].backward()
     grads = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
     return {**{k: v.detach().float() for k, v in terms.items()}, "grad": grads}
@@ -113,10 +114,9 @@ def test_non_main_rank_writes_no_checkpoint(tmp_path):
     opt = torch.optim.SGD([p], lr=0.1)
     for main in (False, True):
         scratch = tmp_path / str(main) / "last.pt"
-        tr = Trainer(modules={"m": nn.Linear(1, 1)}, optimizer=opt, step_fn=lambda s: {"loss": (p ** 2).sum()},
-                     iterations=4, lr_at=lambda s: 0.1, scratch=scratch, fingerprint="x", checkpoint_every=2,
+        tr = Trainer(modules={"m": nn.Linear(1, 1)}, optimizer=opt, iterations=4, lr_at=lambda s: 0.1, scratch=scratch, fingerprint="x", checkpoint_every=2,
                      write_checkpoints=main)
-        tr.run()
+        tr.run(lambda s: {"loss": (p ** 2).sum()})
         assert scratch.is_file() == main
 
 
@@ -127,7 +127,7 @@ def _raw_dtype() -> torch.dtype:
     student, teacher = make_student_teacher(MCFG, "corda", cpu)
     src, tgt = _batches()
     with autocast("bf16", cpu):
-        terms = train_step(student, teacher, src, tgt, SegTrainConfig(method="corda"), 0, step_generator(1, 0))
+        terms = train_step(student, teacher, src, tgt, TrainConfig(method="corda"), 0, step_generator(1, 0))
     return terms["loss"].dtype
 
 
@@ -166,7 +166,7 @@ def _tcfg(**kw) -> TrainConfig:
 
 
 def _train(method: str, tcfg: TrainConfig, scratch: Path, dist: DistInfo, eval_bn: bool):
-    import corda.segmentation as seg
+    import corda.seg.run as seg
 
     build = seg.build_model
     if eval_bn:
@@ -182,7 +182,7 @@ def _train(method: str, tcfg: TrainConfig, scratch: Path, dist: DistInfo, eval_b
 def _train_planted_nan(method: str, tcfg: TrainConfig, scratch: Path, dist: DistInfo, nan_rank: int, nan_step: int):
     """``_train`` (eval-mode BN) whose loss is NaN on rank ``nan_rank`` at step ``nan_step`` (as test_engine plants
     one); the other ranks' losses stay finite."""
-    import corda.segmentation as seg
+    import corda.seg.run as seg
 
     step = seg.train_step
 

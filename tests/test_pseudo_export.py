@@ -8,7 +8,7 @@ from corda.h5io import write_pseudo_h5
 from corda.labels import CLASS_NAMES
 from corda.models.corda_net import CorDANet, upsample_outputs
 from corda.pseudo import final_weight, pseudo_label_batch
-from corda.seg_train import teacher_pseudo_labels
+from corda.seg.step import teacher_pseudo_labels
 from corda.uda import depth_discrepancy_weight
 
 

@@ -35,7 +35,7 @@ def test_adamw_groups():
 
 
 def test_recipe_keys_validate():
-    from corda.segmentation import TrainConfig
+    from corda.seg.config import TrainConfig
 
     cfg = from_mapping(TrainConfig, {"optimizer": "adamw", "warmup_iters": 1500, "rcs_temperature": 0.01,
                                      "fd_weight": 0.005}, "train")
@@ -52,7 +52,8 @@ def test_recipe_keys_validate():
 def test_architecture_keys_validate_and_select_the_network():
     from corda.models.corda_net import CorDANet
     from corda.models.daformer_head import DAFormerCorDANet
-    from corda.segmentation import ModelConfig, build_model
+    from corda.seg.config import ModelConfig
+    from corda.seg.run import build_model
 
     base = {"backbone": "resnet18", "output_stride": 16, "input_norm": "imagenet"}
     mcfg = from_mapping(ModelConfig, {**base, "architecture": "daformer", "mit": "b0"}, "model")
@@ -70,7 +71,8 @@ def test_train_step_runs_on_the_daformer_network(one_thread):
     """The CorDA training step consumes the DAFormer network unchanged (same output keys, any stride)."""
     import copy
 
-    from corda.seg_train import SegTrainConfig, build_seg_model, train_step
+    from corda.seg.config import TrainConfig
+    from corda.seg.step import build_seg_model, train_step
 
     torch.manual_seed(0)
     student = build_seg_model("corda", architecture="daformer", mit="b0", input_norm="imagenet")
@@ -79,7 +81,7 @@ def test_train_step_runs_on_the_daformer_network(one_thread):
     src = {"image": torch.rand(b, 3, h, w), "label": torch.randint(0, 19, (b, h, w)),
            "depth": torch.rand(b, 1, h, w)}
     tgt = {"image": torch.rand(b, 3, h, w), "depth": torch.rand(b, 1, h, w)}
-    out = train_step(student, teacher, src, tgt, SegTrainConfig(method="corda"), 0, torch.Generator().manual_seed(0))
+    out = train_step(student, teacher, src, tgt, TrainConfig(method="corda"), 0, torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and out["depth_src"] > 0 and out["seg_mix"] > 0
     out["loss"].backward()
     assert student.head_d_src.weight.grad is not None and student.backbone.patch_embed1.proj.weight.grad is not None

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 
-from corda.data import benchmark as B
-from corda.data import render as R
+from corda.data.procedural import benchmark as B
+from corda.data.procedural import render as R
 
 H, W = 64, 128
 

@@ -1,4 +1,4 @@
-"""The renderer writes the same bytes at every CPU feature level (issue 18, corda.data.render docstring).
+"""The renderer writes the same bytes at every CPU feature level (issue 18, corda.data.procedural.render docstring).
 
 Source and target items (every file the data stage writes for them: RGB, labels, depth, stereo right view,
 video neighbours, camera JSON, disparity) are rendered in fresh interpreters: one at this machine's highest

@@ -17,13 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _configs():
-    from corda.depth.pretrain import DepthStageConfig
-    from corda.segmentation import TrainConfig
+    from corda.depth.config import DepthConfig
+    from corda.seg.config import TrainConfig
     from stages.data import DataConfig
     from stages.evaluate import EvalConfig
     from stages.pseudo_labels import PseudoConfig
 
-    return {"data": DataConfig, "depth": DepthStageConfig, "train": TrainConfig, "pseudo_labels": PseudoConfig,
+    return {"data": DataConfig, "depth": DepthConfig, "train": TrainConfig, "pseudo_labels": PseudoConfig,
             "evaluate": EvalConfig}
 
 
@@ -95,7 +95,7 @@ def test_changing_a_result_param_does_change_stage_params(dvc_copy):
 
 
 def test_run_knob_set_like_exp_run_reaches_the_config(dvc_copy):
-    from corda.segmentation import TrainConfig
+    from corda.seg.config import TrainConfig
 
     _set(dvc_copy, f"{RUN}.train.log_every=10", f"{RUN}.depth.workers=0")
     p = load_params(dvc_copy / "params.yaml")
@@ -110,7 +110,7 @@ def test_run_knob_set_like_exp_run_reaches_the_config(dvc_copy):
     (lambda p: p[RUN]["train"].update(device="gpu"), "run.train.device: 'gpu' is not one of"),
 ])
 def test_misplaced_or_bad_run_key_is_one_error_naming_it(edit, message):
-    from corda.segmentation import TrainConfig
+    from corda.seg.config import TrainConfig
 
     p = load_params(ROOT / "params.yaml")
     edit(p)

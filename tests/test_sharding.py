@@ -32,15 +32,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_non_divisible_batch_names_its_key():
-    from corda.depth.pretrain import DepthStageConfig, train_depth
+    from corda.depth.config import DepthConfig
+    from corda.depth.run import train_depth
 
     with pytest.raises(ConfigError, match=r"depth\.batch_size: 3 .*divisible by depth\.devices=2"):
-        from_mapping(DepthStageConfig, {"batch_size": 3, "devices": 2}, "depth")
-    assert DepthStageConfig().devices == 1 and from_mapping(DepthStageConfig, {"devices": 2}, "depth").devices == 2
+        from_mapping(DepthConfig, {"batch_size": 3, "devices": 2}, "depth")
+    assert DepthConfig().devices == 1 and from_mapping(DepthConfig, {"devices": 2}, "depth").devices == 2
     with pytest.raises(ConfigError, match="depth.devices"):
-        from_mapping(DepthStageConfig, {"devices": 0}, "depth")
+        from_mapping(DepthConfig, {"devices": 0}, "depth")
     # The library checks too (a config built in code, run under 2 processes): before any collective.
-    cfg = DepthStageConfig(batch_size=3, iterations=1, device="cpu")
+    cfg = DepthConfig(batch_size=3, iterations=1, device="cpu")
     with pytest.raises(ConfigError, match=r"depth\.batch_size.*multiple of depth\.devices"):
         train_depth(cfg, [], torch.device("cpu"), Path("unused.pt"), {}, dist=DistInfo(0, 2))
     # The training stages keep their message.
@@ -104,23 +105,23 @@ class StereoDS(torch.utils.data.Dataset):
 
 class _EvalBN(nn.BatchNorm2d):
     """BatchNorm kept in eval mode: per-rank batch statistics are the one thing sharding changes on purpose
-    (corda.depth.train), so the exact comparison takes them out."""
+    (corda.depth.step), so the exact comparison takes them out."""
 
     def train(self, mode: bool = True):
         return super().train(False)
 
 
 def _depth_cfg(**kw):
-    from corda.depth.pretrain import DepthStageConfig
+    from corda.depth.config import DepthConfig
 
     # num_scales 3 < the network's 4 outputs: also exercises DDP with a disparity head outside the loss.
     base = dict(mode="stereo", iterations=4, batch_size=4, checkpoint_every=2, log_every=1, workers=0,
                 num_scales=3, lr=1e-3, device="cpu")
-    return DepthStageConfig(**{**base, **kw})
+    return DepthConfig(**{**base, **kw})
 
 
 def _train_depth(cfg, scratch: Path, dist: DistInfo):
-    import corda.depth.pretrain as pre
+    import corda.depth.run as pre
 
     build = pre.build_depth_models
 
@@ -190,7 +191,8 @@ def test_depth_two_gloo_processes_match_one_process(tmp_path):
 def _pseudo_workdir(d: Path, n_train: int = 7) -> None:
     from corda.h5io import write_depth_h5
     from corda.io import write_json
-    from corda.segmentation import ModelConfig, TrainConfig, build_model, save_model
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import build_model, save_model
     from corda.testing import write_cityscapes_fixture, write_synthia_fixture
     from stages.data import DataConfig, SourceSpec, TargetSpec, build_manifest
 

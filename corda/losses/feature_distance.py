@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from corda.errors import CordaError
-
-IGNORE = 255
+from corda.labels import IGNORE
 
 
 def downscale_label_ratio(labels: torch.Tensor, scale: int, min_ratio: float, num_classes: int,

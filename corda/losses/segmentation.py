@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255
+from corda.labels import IGNORE
 
 
 def berhu(pred: torch.Tensor, target: torch.Tensor, invalid: float = 1.0,

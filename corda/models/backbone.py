@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 from corda.errors import CordaError
+from corda.models.weights import nested_state_dict, read_torch_file, require_tensor_dict, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -154,27 +155,12 @@ _STRIP_PREFIXES = ("module.", "Scale.")
 
 def map_checkpoint_key(key: str) -> str:
     """Map a torchvision or DeepLab (``Scale.layer1.0.conv1.weight``) key to our backbone's name."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
+    return strip_prefixes(key, _STRIP_PREFIXES)
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     """Accept a bare state dict or a training checkpoint that holds one under a usual key."""
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if k in obj and isinstance(obj[k], dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CordaError(
-            f"{path}: not a state dict of tensors (ImageNet ResNet or DeepLab checkpoint expected)"
-        )
-    return obj
+    return require_tensor_dict(nested_state_dict(obj), path, "ImageNet ResNet or DeepLab checkpoint expected")
 
 
 def _find_backbone(model: nn.Module) -> nn.Module:
@@ -202,16 +188,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         CordaError: the file is missing or does not hold a state dict.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CordaError(
+    obj = read_torch_file(
+        path, missing=(
             f"{path}: pretrained weights not found (model.pretrained); the paper presets start from the "
             "DeepLab-v2 ResNet-101 COCO-pretrained weights the authors and DACS use (resnet101COCO-41f33a49.pth, "
             "downloadable from the DACS/CorDA code releases): put that file at this path, point model.pretrained "
-            "at your copy (or at torchvision ImageNet ResNet weights), or set it to null to train from scratch")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or non-tensor pickle: report the file, not a pickle trace
-        raise CordaError(f"{path}: cannot read pretrained weights ({exc})") from exc
+            "at your copy (or at torchvision ImageNet ResNet weights), or set it to null to train from scratch"),
+        unreadable=lambda exc: f"{path}: cannot read pretrained weights ({exc})")
     ckpt = {map_checkpoint_key(k): v for k, v in _unwrap_state_dict(obj, path).items()}
 
     target = _find_backbone(model)

@@ -29,11 +29,15 @@ from torch import nn
 
 from corda.errors import ConfigError
 from corda.models.backbone import Arch, DilatedResNet, load_pretrained
-
-# Caffe DeepLab preprocessing (method.md §5): BGR order, 0–255 range, mean subtracted, no std division.
-IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from corda.models.normalization import (  # noqa: F401  (IMG_MEAN_BGR etc.: re-exported for callers)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    IMG_MEAN_BGR,
+    InputNormalization,
+    init_bn_identity,
+    init_conv_normal,
+)
+from corda.models.outputs import upsample_outputs  # noqa: F401  (re-exported: the network's outputs)
 
 # The DeepLab-v2 classifier declares four dilations (§1.4).
 ASPP_DILATIONS = (6, 12, 18, 24)
@@ -144,7 +148,7 @@ Head = Literal["deeplabv2", "decoder4"]
 Init = Literal["deeplab", "kaiming"]
 
 
-class CorDANet(nn.Module):
+class CorDANet(InputNormalization, nn.Module):
     """CorDA network (depth=True) or the DACS DeepLab-v2 baseline (depth=False).
 
     Args:
@@ -176,6 +180,9 @@ class CorDANet(nn.Module):
         ``S``, ``initial_S`` (B, num_classes, h, w); with depth also ``D``, ``D_src``, ``initial_D``,
         ``initial_D_src`` (B, 1, h, w), raw linear values in the CorDA inverse-depth encoding (§2.2).
     """
+
+    # ``model`` keys this network does not read (corda.models.factory.build_network).
+    IGNORED_MODEL_KEYS: tuple[str, ...] = ("mit",)
 
     def __init__(
         self,
@@ -243,13 +250,7 @@ class CorDANet(nn.Module):
         else:
             self.head_s = classifier(c_in, num_classes)
 
-        if input_norm == "imagenet":
-            mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        else:
-            mean, std = torch.tensor(IMG_MEAN_BGR) / 255.0, torch.full((3,), 1.0 / 255.0)
-        # Not persistent: constants, kept out of checkpoints and of the EMA.
-        self.register_buffer("norm_mean", mean.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("norm_std", std.view(1, 3, 1, 1), persistent=False)
+        self.register_input_norm(input_norm)
 
         if init == "kaiming":
             self._init_kaiming()
@@ -262,10 +263,9 @@ class CorDANet(nn.Module):
         """§1.6: conv weights ~ N(0, std²), BN weight 1 and bias 0; conv biases keep the default init."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, std)
+                init_conv_normal(m, std, zero_bias=False)
             elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                init_bn_identity(m)
 
     def _init_kaiming(self) -> None:
         """From scratch: He-normal convs (as torchvision's ResNet), BN 1/0, prediction convs N(0, 0.01²).
@@ -285,14 +285,7 @@ class CorDANet(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB [0, 1] → network input. Caffe: x[BGR]·255 − IMG_MEAN = (x[BGR] − mean/255)/(1/255)."""
-        if self.input_norm == "caffe_bgr":
-            images = images.flip(1)
-        return (images - self.norm_mean) / self.norm_std
+                init_bn_identity(m)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.head == "decoder4":
@@ -318,24 +311,6 @@ class CorDANet(nn.Module):
             "initial_D": self.initial_d(f_d),
             "initial_D_src": self.initial_d_src(f_d),
         }
-
-
-def upsample_outputs(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
-                     keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-    """Bilinear (align_corners=True) upsampling of the outputs to ``size`` = (H, W), as in training (§1.4).
-
-    ``keys`` restricts which outputs are upsampled (the rest are dropped); aliases (DACS's S/initial_S) are
-    upsampled once.
-    """
-    result: dict[str, torch.Tensor] = {}
-    done: dict[int, torch.Tensor] = {}
-    for k, v in out.items():
-        if keys is not None and k not in keys:
-            continue
-        if id(v) not in done:
-            done[id(v)] = F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=True)
-        result[k] = done[id(v)]
-    return result
 
 
 def param_groups(model: CorDANet, lr: float, head_lr_mult: float = 10.0,

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from corda.errors import ConfigError
-from corda.models.corda_net import IMAGENET_MEAN, IMAGENET_STD, IMG_MEAN_BGR, SpatialGate, task_branch
+from corda.models.corda_net import SpatialGate, task_branch
+from corda.models.normalization import InputNormalization, init_bn_identity, init_conv_normal
 from corda.models.mit import MitVariant, MixTransformer, load_mit_weights
 
 # DAFormer's daformer_sepaspp_mitb5 values (see the module docstring).
@@ -102,7 +103,7 @@ class DAFormerDecoder(nn.Module):
         return self.fuse(torch.cat(levels, dim=1))
 
 
-class DAFormerCorDANet(nn.Module):
+class DAFormerCorDANet(InputNormalization, nn.Module):
     """MiT encoder + DAFormer decoder (depth=False: DAFormer itself) or + CorDA's depth pieces (depth=True).
 
     Args:
@@ -115,6 +116,8 @@ class DAFormerCorDANet(nn.Module):
         task_channels, bottleneck: depth-branch widths; ``task_channels`` must equal the decoder width (256).
         drop_path_rate: MiT stochastic depth (0.1, DAFormer's default).
         embed_dims: decoder width (256).
+        decoder_channels: ``model.decoder_channels``; sets ``embed_dims`` and ``task_channels`` (DAFormer: 256, the
+            presets; the embedded default's 96 makes the fusion decoder about 7× cheaper on a CPU).
 
     Forward: images (B, 3, H, W) RGB in [0, 1] → dict at stride 4, (h, w) = (⌈H/4⌉, ⌈W/4⌉):
         ``S``, ``initial_S`` (B, num_classes, h, w); with depth also ``D``, ``D_src``, ``initial_D``,
@@ -122,6 +125,13 @@ class DAFormerCorDANet(nn.Module):
         map (B, C_4, ⌈H/32⌉, ⌈W/32⌉) that the ImageNet feature distance compares
         (:mod:`corda.losses.feature_distance`).
     """
+
+    # ``model`` keys only the DeepLab-v2 network reads (corda.models.factory.build_network): the encoder is fixed
+    # by ``mit``, the outputs are at stride 4, the initial prediction is a 1×1 conv on the pre-exchange features,
+    # and the depth branch has the decoder's width (``model.decoder_channels``), which the exchange adds to. So
+    # ``dvc exp run -S model.architecture=daformer -S model.mit=b0`` runs on the embedded ``model`` section as is.
+    IGNORED_MODEL_KEYS: tuple[str, ...] = ("backbone", "output_stride", "aspp_branches", "initial_seg_head",
+                                           "freeze_bn_affine", "conv_init_std", "head", "init", "task_channels")
 
     def __init__(
         self,
@@ -135,8 +145,11 @@ class DAFormerCorDANet(nn.Module):
         bottleneck: int = 64,
         drop_path_rate: float = 0.1,
         embed_dims: int = EMBED_DIMS,
+        decoder_channels: int | None = None,
     ):
         super().__init__()
+        if decoder_channels is not None:  # ``model.decoder_channels``: the decoder and depth-branch width
+            embed_dims = task_channels = decoder_channels
         if input_norm not in ("imagenet", "caffe_bgr"):
             raise ConfigError(f"input_norm must be 'imagenet' or 'caffe_bgr', got {input_norm!r}")
         if depth and task_channels != embed_dims:
@@ -164,12 +177,7 @@ class DAFormerCorDANet(nn.Module):
             self.head_d = nn.Conv2d(embed_dims, 1, 3, padding=1)
             self.head_d_src = nn.Conv2d(embed_dims, 1, 3, padding=1)
 
-        if input_norm == "imagenet":
-            mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        else:
-            mean, std = torch.tensor(IMG_MEAN_BGR) / 255.0, torch.full((3,), 1.0 / 255.0)
-        self.register_buffer("norm_mean", mean.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("norm_std", std.view(1, 3, 1, 1), persistent=False)
+        self.register_input_norm(input_norm)
         self._init_heads()
         if pretrained is not None:
             load_mit_weights(self.backbone, pretrained)
@@ -184,18 +192,9 @@ class DAFormerCorDANet(nn.Module):
                                             "initial_d_src", "head_d", "head_d_src") if hasattr(self, n)]
         for m in [self.head_s, *(x for c in cord for x in c.modules())]:
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                init_conv_normal(m, 0.01, zero_bias=True)
             elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB [0, 1] → network input (see :meth:`CorDANet.normalize`)."""
-        if self.input_norm == "caffe_bgr":
-            images = images.flip(1)
-        return (images - self.norm_mean) / self.norm_std
+                init_bn_identity(m)
 
     def forward(self, images: torch.Tensor, return_features: bool = False) -> dict[str, torch.Tensor]:
         feats = self.backbone(self.normalize(images))

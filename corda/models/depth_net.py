@@ -20,13 +20,12 @@ from torch import nn
 from corda.errors import CordaError
 from corda.geometry import disp_to_depth
 from corda.models.backbone import build_resnet
+from corda.models.normalization import IMAGENET_MEAN, IMAGENET_STD
+from corda.models.weights import STATE_DICT_KEYS, read_torch_file
 
 log = logging.getLogger(__name__)
 
 Backbone = Literal["resnet18", "resnet34", "resnet50"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -38,14 +37,10 @@ def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CordaError(f"pretrained weights file not found: {path} (give a local torchvision ResNet state "
-                         "dict, or null to train from scratch)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or foreign files
-        raise CordaError(f"cannot read pretrained weights {path}: {exc}") from exc
-    for key in ("state_dict", "model"):
+    obj = read_torch_file(path, missing=f"pretrained weights file not found: {path} (give a local torchvision "
+                                        "ResNet state dict, or null to train from scratch)",
+                          unreadable=lambda exc: f"cannot read pretrained weights {path}: {exc}")
+    for key in STATE_DICT_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):

@@ -41,6 +41,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from corda.errors import CordaError
+from corda.models.weights import is_tensor_dict, nested_state_dict, read_torch_file, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +239,7 @@ _DROPPED_PREFIXES = ("head.",)
 
 def map_mit_key(key: str) -> str:
     """An official (or mmseg-wrapped) checkpoint key → our parameter name: strip the wrapper prefixes."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
+    return strip_prefixes(key, _STRIP_PREFIXES)
 
 
 def _examples(names: list[str], n: int = 3) -> str:
@@ -267,19 +262,12 @@ def load_mit_weights(encoder: MixTransformer, path: str | Path) -> list[str]:
     path = Path(path)
     fix = (f"use the official SegFormer ImageNet file mit_{encoder.variant}.pth, or set model.mit to the "
            f"variant the file holds")
-    if not path.is_file():
-        raise CordaError(f"{path}: MiT weights not found; download mit_{encoder.variant}.pth (SegFormer "
-                         f"ImageNet-1k release) and put it there, or set model.pretrained")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or non-tensor pickle: name the file, not a pickle trace
-        raise CordaError(f"{path}: cannot read MiT weights ({' '.join(str(exc).split())[:120]}); {fix}") from exc
-    if isinstance(obj, dict):
-        for k in ("state_dict", "model"):
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    obj = read_torch_file(
+        path, missing=(f"{path}: MiT weights not found; download mit_{encoder.variant}.pth (SegFormer ImageNet-1k "
+                       "release) and put it there, or set model.pretrained"),
+        unreadable=lambda exc: f"{path}: cannot read MiT weights ({' '.join(str(exc).split())[:120]}); {fix}")
+    obj = nested_state_dict(obj)
+    if not is_tensor_dict(obj) or not obj:
         raise CordaError(f"{path}: not a state dict of tensors; {fix}")
     ckpt: dict[str, torch.Tensor] = {}
     dropped: list[str] = []

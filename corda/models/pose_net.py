@@ -27,7 +27,7 @@ class PoseNet(nn.Module):
 
     ``forward(a, b)``: two (B, 3, H, W) RGB frames in [0, 1] → ``(axisangle (B, 3) rad, translation (B, 3))``,
     the motion that maps points in camera ``a`` to camera ``b`` (``corda.geometry.pose_to_matrix``). Feed
-    frames in temporal order and invert the transform for the earlier frame (see :mod:`corda.depth.train`).
+    frames in temporal order and invert the transform for the earlier frame (see :mod:`corda.depth.step`).
     """
 
     def __init__(self, backbone: Backbone = "resnet18", pretrained: str | Path | None = None):

@@ -1,4 +1,4 @@
-"""Depth pretraining runs on the shared loop, and the depth-map export (method.md, Monodepth2 essentials).
+"""The depth run: pretraining on the shared loop, and the depth-map export (method.md, Monodepth2 essentials).
 
 ``depth_pretrain`` trains one depth network per domain that needs one (always the target; the
 source only when it has no ground-truth depth); ``depth_maps`` runs them over every training image
@@ -13,81 +13,29 @@ targets are roughly metric and comparable in the encoding.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corda.config import field, to_dict
-from corda.errors import ConfigError
-from corda.depth.train import DepthConfig, build_depth_models, depth_train_step, predict_depth, required_keys
+from corda.depth.config import DepthConfig, recorded_config
+from corda.depth.step import build_depth_models, depth_train_step, predict_depth, required_keys
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, step_generator
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DepthStageConfig(DepthConfig):
-    """params.yaml ``depth``: the network and losses of :class:`DepthConfig` plus the schedule."""
-
-    # How a run is carried out, not what it computes: params.yaml ``run.depth``, not a DVC param
-    # (corda.config.run_keys). devices stays a param: BatchNorm statistics are per rank.
-    RUN_KEYS: ClassVar[tuple[str, ...]] = ("checkpoint_every", "log_every", "workers", "device")
-
-    source: Literal["ground_truth", "self_supervised"] = "ground_truth"  # source-domain depth targets
-    # Target-domain depth targets: the network trained here (self_supervised), or the authors' released
-    # Cityscapes stereo depth (files: <target_files_root>/<split>/<city>/<name>_depth_stereoscopic.mat,
-    # corda.data.depth_files), which the paper's headline results use (§2.1).
-    target: Literal["self_supervised", "files"] = "self_supervised"
-    target_files_root: str | None = None
-    # Train and predict at this (H, W); predictions are upsampled to each image's size. Half resolution
-    # costs 4x less and averages out sensor noise, which otherwise dominates the photometric error.
-    resize_hw: tuple[int, int] | None = None
-    seed: int = field(0, min=0)
-    iterations: int = field(2000, min=1)
-    batch_size: int = field(8, min=1)
-    lr_decay_at: float = field(0.75, min=0, max=1)  # ×0.1 after this fraction of the steps (Monodepth2: step LR)
-    checkpoint_every: int = field(250, min=1)
-    log_every: int = field(50, min=1)
-    workers: int = field(1, min=0)
-    eval_max_depth_m: float = field(80.0, gt=0)  # depth cap of the evaluation protocol
-    nan_policy: Literal["stop", "skip"] = "stop"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Data-parallel processes (torchrun, corda.distributed); batch_size stays the global batch.
-    devices: int = field(1, min=1)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        local_batch(self.batch_size, self.devices, "depth.batch_size", "depth.devices")
-        if self.target == "files" and not self.target_files_root:
-            raise ConfigError("depth.target_files_root: needed with depth.target: files (the folder holding "
-                              "<split>/<city>/<name>_depth_stereoscopic.mat)")
-
-
-def recorded_config(cfg: DepthStageConfig) -> dict:
-    """The config as saved in checkpoints and fingerprints: ``devices`` only when > 1, so a one-process run
-    writes exactly the files (and resumes exactly the checkpoints) it wrote before the key existed."""
-    d = to_dict(cfg)
-    if cfg.devices == 1:
-        d.pop("devices")
-    # Where the segmentation stages take target depth from does not change the depth network.
-    d.pop("target")
-    d.pop("target_files_root")
-    return d
-
-
-def train_depth(cfg: DepthStageConfig, dataset, device: torch.device, scratch: Path, inputs_fp, progress=None,
+def train_depth(cfg: DepthConfig, dataset, device: torch.device, scratch: Path, inputs_fp, progress=None,
                 desc: str = "depth", dist: DistInfo = SINGLE) -> tuple[dict[str, torch.nn.Module], Trainer]:
     """Train the depth (and pose) networks on ``dataset`` (fields :func:`required_keys`) for ``cfg.iterations``.
 
     With ``dist`` of N > 1 ranks (process group joined) each rank trains on its slice of every step's global
     batch of ``cfg.batch_size`` with the networks in DistributedDataParallel; only rank 0 writes the scratch
     checkpoint, every rank resumes from it, and the trainer's history holds the loss terms averaged over the
-    ranks. Semantics (BatchNorm per rank, random draws of the global batch): :mod:`corda.depth.train`.
+    ranks. Semantics (BatchNorm per rank, random draws of the global batch): :mod:`corda.depth.step`.
     Returns the unwrapped networks (identical on every rank but for BN running statistics) and the trainer.
     """
     local_batch(cfg.batch_size, dist, "depth.batch_size", "depth.devices")
@@ -101,7 +49,7 @@ def train_depth(cfg: DepthStageConfig, dataset, device: torch.device, scratch: P
     if dist.enabled:
         keys = [shard(k, dist) for k in keys]
     fp = fingerprint({"depth": recorded_config(cfg), "inputs": inputs_fp, "desc": desc})
-    trainer = Trainer(modules=models, optimizer=optimizer, step_fn=lambda s: None, iterations=cfg.iterations,
+    trainer = Trainer(modules=models, optimizer=optimizer, iterations=cfg.iterations,
                       lr_at=lambda s: cfg.lr * (0.1 if s >= cfg.lr_decay_at * cfg.iterations else 1.0),
                       scratch=scratch, fingerprint=fp, checkpoint_every=cfg.checkpoint_every,
                       log_every=cfg.log_every, nan_policy=cfg.nan_policy,
@@ -120,8 +68,7 @@ def train_depth(cfg: DepthStageConfig, dataset, device: torch.device, scratch: P
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in next(it).items()}
         return depth_train_step(nets, batch, cfg, step_generator(cfg.seed, step), part)
 
-    trainer.step_fn = step_fn
-    trainer.run()
+    trainer.run(step_fn)
     return models, trainer
 
 
@@ -137,11 +84,11 @@ class _FirstScales(torch.nn.Module):
         return self.net(x)[: self.k]
 
 
-def _drops_scales(name: str, net: torch.nn.Module, cfg: DepthStageConfig) -> bool:
+def _drops_scales(name: str, net: torch.nn.Module, cfg: DepthConfig) -> bool:
     return name == "depth" and cfg.num_scales < net.decoder.num_scales
 
 
-def _for_ddp(name: str, net: torch.nn.Module, cfg: DepthStageConfig, dist: DistInfo) -> torch.nn.Module:
+def _for_ddp(name: str, net: torch.nn.Module, cfg: DepthConfig, dist: DistInfo) -> torch.nn.Module:
     """What DDP wraps. With ``depth.num_scales`` below the network's 4 outputs the coarse disparity heads never
     reach the loss: DDP (find_unused) looks for unused parameters from the forward's *outputs*, so the unused
     scales must not be returned at all. One process: the network itself."""
@@ -173,7 +120,7 @@ def camera_height_scale(depth: torch.Tensor, K: torch.Tensor, cam_height_m: torc
 
 
 @torch.no_grad()
-def predict_full(model: torch.nn.Module, images: torch.Tensor, cfg: DepthStageConfig) -> torch.Tensor:
+def predict_full(model: torch.nn.Module, images: torch.Tensor, cfg: DepthConfig) -> torch.Tensor:
     """Depth (B, 1, H, W) in metres for images (B, 3, H, W): predicted at ``cfg.resize_hw``, upsampled."""
     hw = tuple(images.shape[-2:])
     if cfg.resize_hw is None or tuple(cfg.resize_hw) == hw:
@@ -184,7 +131,38 @@ def predict_full(model: torch.nn.Module, images: torch.Tensor, cfg: DepthStageCo
     return 1.0 / F.interpolate(inv, size=hw, mode="bilinear", align_corners=False)
 
 
-def export_depth(model: torch.nn.Module, cfg: DepthStageConfig, batches, device) -> Iterator[tuple[str, np.ndarray]]:
+def camera_height(path: Path) -> float:
+    """extrinsic.z of a Cityscapes camera JSON, the rig's height in metres (mono scale)."""
+    from corda.errors import DataError
+    from corda.io import read_json
+
+    cam = read_json(path)
+    try:
+        return float(cam["extrinsic"]["z"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: camera JSON lacks a numeric extrinsic.z (camera height, needed to "
+                        "scale depth.mode=mono); use the Cityscapes camera files or another depth.mode"
+                        ) from exc
+
+
+def mono_scale(net: torch.nn.Module, index, cfg: DepthConfig, batch_size: int, device: torch.device) -> float:
+    """Global metric scale of a monocular network from the camera height (module docstring): the median over
+    the first 100 images of ``index`` of :func:`camera_height_scale`."""
+    from corda.data.datasets import SegDepthDataset
+    from corda.inference import iterate_batches
+
+    ds = SegDepthDataset(index, ("image", "K"), None, None)
+    sub = torch.utils.data.Subset(ds, range(min(100, len(ds))))
+    ratios = []
+    for batch in iterate_batches(sub, batch_size):
+        d = predict_full(net, batch["image"].to(device), cfg)
+        heights = torch.tensor([camera_height(index.path("camera", int(i))) for i in batch["index"]],
+                               device=device)
+        ratios.append(camera_height_scale(d, batch["K"].to(device), heights))
+    return float(torch.cat(ratios).median())
+
+
+def export_depth(model: torch.nn.Module, cfg: DepthConfig, batches, device) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (name, metric depth (H, W) float32) for every item of ``batches`` (images in [0, 1])."""
     model.eval()
     for batch in batches:

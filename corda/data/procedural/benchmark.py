@@ -33,8 +33,8 @@ import numpy as np
 from corda import labels as L
 from corda.config import field
 from corda.data import codecs
-from corda.data import exactmath as E
-from corda.data import render as R
+from corda.data.procedural import exactmath as E
+from corda.data.procedural import render as R
 from corda.io import write_json, write_png
 
 log = logging.getLogger(__name__)

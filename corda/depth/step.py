@@ -1,4 +1,4 @@
-"""One training iteration of self-supervised depth (Monodepth2, Godard et al. ICCV 2019; method.md,
+"""The depth step: one training iteration of self-supervised depth (Monodepth2, Godard et al. ICCV 2019; method.md,
 "Monodepth2 essentials"), for the ``depth_pretrain`` stage.
 
 The target view is frame 0 / the left image. Each source view (the right image of the stereo pair and/or the
@@ -26,22 +26,18 @@ running statistics are rank 0's (each rank keeps its own; :func:`corda.distribut
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from corda.colour import hsv_to_rgb, rgb_to_hsv
-from corda.config import field
-from corda.errors import ConfigError, CordaError
+from corda.depth.config import DepthConfig, Mode
+from corda.errors import CordaError
 from corda.geometry import disp_to_depth, pose_to_matrix, stereo_transform, warp
 from corda.losses.photometric import edge_aware_smoothness, min_reprojection, photometric_error
 from corda.models.depth_net import DepthNet
 from corda.models.pose_net import PoseNet
-
-Mode = Literal["stereo", "mono", "mono+stereo"]
 
 LOSS_KEYS = ("loss", "photometric", "smoothness")
 DIAG_KEYS = ("automask",)
@@ -51,29 +47,6 @@ DIAG_KEYS = ("automask",)
 _JITTER = (0.2, 0.2, 0.2, 0.1)
 _JITTER_P = 0.5
 _FLIP_P = 0.5
-
-
-@dataclass(frozen=True)
-class DepthConfig:
-    """Self-supervised depth pretraining (method.md, "Monodepth2 essentials")."""
-
-    mode: Mode = "stereo"  # source views: the stereo pair, frames ±1 (pose network), or both
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"  # Monodepth2: resnet18
-    pretrained: str | None = None  # local torchvision ResNet state dict; None = from scratch
-    min_depth_m: float = field(0.1, gt=0.0)  # sigmoid disparity ↦ depth in [min, max] (0.1, 100)
-    max_depth_m: float = field(100.0, gt=0.0)
-    num_scales: int = field(4, min=1, max=4)  # output scales used in the loss
-    ssim_alpha: float = field(0.85, min=0.0, max=1.0)  # SSIM weight in the photometric error
-    smoothness: float = field(1e-3, min=0.0)  # edge-aware smoothness weight, divided by 2^scale
-    automask: bool = True  # Monodepth2 auto-masking of static pixels
-    lr: float = field(1e-4, gt=0.0)  # Adam learning rate (used by the loop)
-    colour_jitter: bool = True  # network inputs only; the loss sees the original colours
-    flip: bool = True  # random horizontal flips of whole samples (images, intrinsics, stereo side)
-
-    def __post_init__(self) -> None:
-        if not self.min_depth_m < self.max_depth_m:
-            raise ConfigError(f"depth.min_depth_m ({self.min_depth_m}) must be below depth.max_depth_m "
-                             f"({self.max_depth_m})")
 
 
 def uses_video(mode: Mode) -> bool:

@@ -24,7 +24,7 @@ CPU; their results differ in the last bits, and a few pixels then round to anoth
 So the value path here uses only operations that IEEE-754 rounds exactly (+ − × ÷, sqrt, floor,
 comparisons) and integer hashing:
 
-* exp / sin / cos / tan / pow come from :mod:`corda.data.exactmath` (basic float64 arithmetic in a fixed
+* exp / sin / cos / tan / pow come from :mod:`corda.data.procedural.exactmath` (basic float64 arithmetic in a fixed
   order), never from ``np.exp``, ``**``, ``math.*`` or libm;
 * 3-vector dot products are written out (:func:`_dot3`), never ``@`` (BLAS);
 * the tone curve of :func:`to_uint8` compares with precomputed thresholds instead of calling a power;
@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from corda.data import exactmath as E
+from corda.data.procedural import exactmath as E
+from corda.labels import IGNORE
 
 # trainIds (corda.labels.CLASS_NAMES) of the ten rendered classes.
 ROAD, SIDEWALK, BUILDING, POLE, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR = 0, 1, 2, 5, 7, 8, 9, 10, 11, 13
-IGNORE = 255
 FAR_M = 1.0e4  # "no hit": the sky
 
 

@@ -1,4 +1,4 @@
-"""One training iteration of the CorDA segmentation network and its baselines (method.md §3, §4).
+"""The segmentation step: one training iteration of the CorDA network and its baselines (method.md §3, §4).
 
 :func:`train_step` computes the named loss terms for one source batch and one target batch. It does not call
 ``backward``, step the optimizer or update the EMA teacher: the shared training loop does that, in this order:
@@ -26,19 +26,20 @@ Methods (the table in :mod:`corda.methods`; the step reads its fields, never a m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from corda.config import field
+from corda.distributed import unwrap
 from corda.errors import ConfigError, DataError
 from corda.losses.feature_distance import ImageNetFeatureDistance
 from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
-from corda.methods import METHODS, get_method
-from corda.models.corda_net import CorDANet, upsample_outputs
+from corda.methods import get_method
+from corda.models.corda_net import CorDANet
+from corda.models.outputs import upsample_outputs
 from corda.models.factory import build_network
+from corda.seg.config import TrainConfig
 from corda.uda import (
     classmix_masks,
     confidence_weight,
@@ -51,37 +52,6 @@ LOSS_KEYS = ("loss", "seg_src", "seg_src_init", "depth_src", "seg_mix", "seg_mix
              "seg_tgt", "seg_tgt_init")
 DIAG_KEYS = ("pl_weight", "omega_mean")
 OPTIONAL_KEYS = ("feat_dist",)  # DAFormer's ImageNet feature distance (L_FD, unweighted), only when on
-
-
-@dataclass(frozen=True)
-class SegTrainConfig:
-    """Loss weights and UDA switches of one training iteration (method.md §2.4, §3, §4, §8)."""
-
-    method: str = field("corda", internal=True, choices=tuple(METHODS))  # a corda.methods row, set by the stage
-    lambda_depth: float = field(0.01, min=0.0)  # clean-source depth weight (§2.4)
-    lambda_depth_mixed: float = field(0.001, min=0.0)  # mixed-image depth weight (§2.4)
-    w_seg_initial: float = field(1.0, min=0.0)  # weight of the initial_S CE terms (1 in the original, §9.13)
-    consistency_weight: float = field(1.0, min=0.0)  # weight of the mixed CE terms (§3.8)
-    pl_threshold: float = field(0.968, min=0.0, max=1.0)  # confidence threshold of q (§3.3)
-    ema_alpha: float = field(0.999, min=0.0, max=1.0)  # used by the loop's ema_update (§3.9)
-    depth_weight: bool = True  # ω on/off (ablation, §4)
-    depth_weight_per_image: bool = False  # False = faithful batch-mixing bug (§4, §9.2)
-    depth_weight_eps: float = field(1e-3, min=0.0)
-    depth_invalid: float = 1.0  # invalid-depth code of the encoding (§2.2)
-    # The teacher labels with initial_S while step < this (§3.2): 0 = never; GTA faithful = 25001 (i ≤ 25000).
-    teacher_initial_until: int = field(0, min=0)
-    teacher_train_mode_bn: bool = True  # the teacher runs BN in train mode on the target batch (§3.2, §9.6)
-    mix_include_ignore: bool = True  # ClassMix may draw class 255 (§9.4)
-    jitter_p: float = field(0.8, min=0.0, max=1.0)
-    jitter: float = field(0.25, min=0.0, max=0.5)
-    blur_p: float = field(0.5, min=0.0, max=1.0)
-    blur_sigma: tuple[float, float] = field((0.15, 1.15), gt=0.0)
-    blur_kernel_frac: float = field(0.1, gt=0.0, max=1.0)
-    # self_train only: weight of a weighted CE on the *un-mixed* target batch with its pseudo-labels (ours,
-    # as in CBST-style self-training). Besides the direct target signal, it puts target images through the
-    # student's BatchNorm in train mode; with mixing alone the running statistics see source and mixed
-    # images only (the source/target statistics confound of §9.6). 0 = off (ClassMix only, as round 1).
-    target_ce_weight: float = field(0.0, min=0.0, internal=True)  # from self_train.target_weight
 
 
 def build_seg_model(method: str = "corda", **model_kwargs: Any) -> CorDANet:
@@ -126,20 +96,7 @@ def _upsampled(out: dict[str, torch.Tensor], size: tuple[int, int] | torch.Size,
     BerHu and ω need fp32 (a bf16 log-softmax over 19 classes loses ~2 decimal digits), so the outputs are
     cast before upsampling. For fp32 outputs ``.float()`` returns the tensor itself: nothing changes.
     """
-    cast: dict[str, torch.Tensor] = {}
-    done: dict[int, torch.Tensor] = {}
-    for k in keys:
-        if k in out:
-            v = out[k]
-            cast[k] = done.setdefault(id(v), v.float())  # keeps aliases (DACS's S/initial_S) aliased
-    return upsample_outputs(cast, size, keys=keys)
-
-
-def _core(model: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel wrapper (whose attributes the step reads)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    return upsample_outputs(out, size, keys=keys, float32=True)
 
 
 def _zero(ref: torch.Tensor) -> torch.Tensor:
@@ -152,7 +109,7 @@ def _require(batch: dict[str, torch.Tensor], key: str, name: str, method: str) -
     return batch[key]
 
 
-def _supervised(out: dict[str, torch.Tensor], labels: torch.Tensor, cfg: SegTrainConfig,
+def _supervised(out: dict[str, torch.Tensor], labels: torch.Tensor, cfg: TrainConfig,
                 has_initial: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """CE(S) and CE(initial_S) over labelled pixels (§3.1); the second is 0 without an initial head."""
     seg = ce_mean_valid(out["S"], labels)
@@ -165,11 +122,10 @@ def train_step(
     teacher: nn.Module | None,
     src: dict[str, torch.Tensor],
     tgt: dict[str, torch.Tensor],
-    cfg: SegTrainConfig,
+    cfg: TrainConfig,
     step: int,
     gen: torch.Generator,
     fd: ImageNetFeatureDistance | None = None,
-    pl_ignore: tuple[int, int] = (0, 0),
 ) -> dict[str, torch.Tensor]:
     """Loss terms of one iteration (§3 steps 1–8). See the module docstring for batches and methods.
 
@@ -177,14 +133,12 @@ def train_step(
         student: the trained :class:`CorDANet` (put in train mode here), possibly inside
             DistributedDataParallel (then the batches are this rank's slice, :mod:`corda.distributed`).
         teacher: its EMA copy (corda/dacs); unused (may be None) for the other methods.
-        cfg: loss weights and switches.
+        cfg: the ``train`` section; the step reads its loss weights and switches and ``method``.
         step: 0-based iteration (selects the teacher head during the GTA warm-up).
         gen: CPU ``torch.Generator`` for ClassMix and the strong augmentation.
         fd: DAFormer's ImageNet feature distance on the source batch (``train.fd_weight`` > 0; needs a network
             whose forward takes ``return_features``, the MiT one); adds ``fd.weight``·L_FD and logs
             ``feat_dist`` (L_FD). None = off (no term, no extra key).
-        pl_ignore: (top, bottom) rows of the target pseudo-label weight set to 0 before mixing (DAFormer's
-            ``pseudo_weight_ignore_top/bottom``: rectification artefacts and the ego car); (0, 0) = off.
 
     Returns:
         ``loss`` (the total, with graph) and the terms ``seg_src``, ``seg_src_init``, ``depth_src``,
@@ -193,8 +147,8 @@ def train_step(
         ``depth_src``/``depth_mix`` are the un-weighted sums of the final- and initial-head BerHu terms.
     """
     student.train()
-    has_depth = bool(getattr(_core(student), "depth", True))
-    has_initial = bool(getattr(_core(student), "has_initial_seg_head", True))
+    has_depth = bool(getattr(unwrap(student), "depth", True))
+    has_initial = bool(getattr(unwrap(student), "has_initial_seg_head", True))
     method = get_method(cfg.method)
     terms: dict[str, torch.Tensor] = {}
 
@@ -218,7 +172,7 @@ def train_step(
     terms.update(seg_src=seg, seg_src_init=seg_init)
     if fd is not None:
         # DAFormer §3.4: the student's bottleneck features stay near the ImageNet encoder's on thing classes.
-        feat_dist = fd.loss(raw["encoder"], _core(student).normalize(x_s), y_s)
+        feat_dist = fd.loss(raw["encoder"], unwrap(student).normalize(x_s), y_s)
         total = total + fd.weight * feat_dist
         terms["feat_dist"] = feat_dist
     if use_depth:
@@ -251,8 +205,9 @@ def train_step(
         y_t, conf = teacher_pseudo_labels(teacher, x_t, use_initial)
         q = confidence_weight(conf, cfg.pl_threshold)
         w_t = q.expand_as(conf)
-        if any(pl_ignore):
-            w_t = ignore_rows(w_t, *pl_ignore)
+        if cfg.pl_ignore_top or cfg.pl_ignore_bottom:
+            # DAFormer's pseudo_weight_ignore_top/bottom: rectification artefacts and the ego car (Cityscapes).
+            w_t = ignore_rows(w_t, cfg.pl_ignore_top, cfg.pl_ignore_bottom)
 
     # Steps 4–6: ClassMix (source i onto target i), then strong augmentation of the mixed image only.
     m = classmix_masks(y_s, gen, include_ignore=cfg.mix_include_ignore)

@@ -1,4 +1,4 @@
-"""Segmentation training runs: model construction from config, data, and the loop (method.md §3, §5).
+"""The segmentation run: model construction from config, data, and the loop (method.md §3, §5).
 
 Shared by the ``train`` stage (source_only / dacs / corda / oracle) and the ``self_train`` stage
 (second round on exported pseudo-labels), so every method goes through one loop.
@@ -9,119 +9,34 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import nn
 
 from corda import uda
-from corda.config import field, to_dict
+from corda.config import to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
 from corda.methods import get_method, saved_method
 from corda.models.corda_net import CorDANet, param_groups
-from corda.models.factory import ArchitectureConfig
-from corda.recipe import RecipeConfig
 from corda.precision import (
-    CompileMode,
-    Precision,
     autocast,
     compile_networks,
     configure_backends,
     memory_format,
     to_layout,
 )
-from corda.seg_train import SegTrainConfig, build_seg_model, train_step
+from corda.seg.config import ModelConfig, TrainConfig
+from corda.seg.step import build_seg_model, train_step
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelConfig(ArchitectureConfig):
-    """params.yaml ``model``: the CorDA network (method.md §1); ``architecture``/``mit`` choose DeepLab-v2 or
-    MiT + DAFormer (:mod:`corda.models.factory`)."""
-
-    backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet101"
-    pretrained: str | None = None  # local torchvision ImageNet or DeepLab COCO checkpoint; None = from scratch
-    output_stride: Literal[8, 16] = 8  # 8 = DeepLab-v2; 16 makes the embedded default fit 2 CPU cores
-    task_channels: int = field(256, min=1)
-    bottleneck: int = field(64, min=1)
-    aspp_branches: int = field(2, min=1, max=4)  # 2 = the original's early-return bug, 4 = intended (§1.4)
-    initial_seg_head: Literal["aspp", "conv1x1"] = "aspp"  # GTA model / SYNTHIA model (§1.5)
-    distillation: bool = True  # the task-feature correlation (spatial gates, §1.3)
-    input_norm: Literal["imagenet", "caffe_bgr"] = "caffe_bgr"
-    freeze_bn_affine: bool = True  # §1.1 (frozen affine suits pretrained weights)
-    num_classes: int = field(19, min=1)
-    # Ours, for the embedded default (issue 17): a 1/4-resolution decoder with a low-level skip; the paper
-    # presets keep "deeplabv2", whose parameters and outputs are the authors' network.
-    head: Literal["deeplabv2", "decoder4"] = "deeplabv2"
-    decoder_channels: int = field(128, min=1)
-    init: Literal["deeplab", "kaiming"] = "deeplab"  # kaiming: for training the whole network from scratch
-
-
-@dataclass(frozen=True, slots=True)
-class TrainConfig(SegTrainConfig, RecipeConfig):
-    """params.yaml ``train``: the loss weights/switches of :class:`SegTrainConfig` plus the schedule (§5).
-
-    ``method`` and ``target_ce_weight`` are not params keys: each DVC stage passes ``method`` on the command
-    line, and ``self_train`` sets ``target_ce_weight`` from ``self_train.target_weight``. ``precision``,
-    ``channels_last``, ``compile`` and ``devices`` are speed settings beyond the paper (:mod:`corda.precision`,
-    :mod:`corda.distributed`); their defaults run the published fp32, single-GPU recipe.
-    """
-
-    # How a run is carried out, not what it computes: params.yaml ``run.train``, not a DVC param
-    # (corda.config.run_keys). precision, channels_last, compile and devices stay params: they change the
-    # float results (autocast, kernels, fusion, per-rank BatchNorm statistics).
-    RUN_KEYS: ClassVar[tuple[str, ...]] = ("eval_every", "eval_items", "checkpoint_every", "log_every", "workers",
-                                           "device")
-
-    seed: int = field(1, min=0)
-    iterations: int = field(250000, min=1)
-    batch_source: int = field(2, min=1)
-    batch_target: int = field(2, min=1)
-    crop_hw: tuple[int, int] = field((512, 512), min=8)
-    source_resize_hw: tuple[int, int] | None = None  # resize before cropping (§5: 720×1280); None = keep
-    target_resize_hw: tuple[int, int] | None = None  # (§5: 512×1024)
-    # Source resize filters (§5): the original resizes GTA5/SYNTHIA images bicubic, GTA5 depth bilinear
-    # (cv2.INTER_LINEAR, blending the invalid 1.0 into its neighbours, §9.12) and SYNTHIA depth nearest.
-    source_image_resample: Literal["bilinear", "bicubic"] = "bilinear"
-    source_depth_resample: Literal["nearest", "bilinear"] = "nearest"  # nearest = intended (exact invalid)
-    lr: float = field(2.5e-4, gt=0)
-    head_lr_mult: float = field(10.0, gt=0)
-    momentum: float = field(0.9, min=0, max=1)
-    weight_decay: float = field(5e-4, min=0)
-    poly_power: float = field(0.9, min=0)
-    # The original's optimiser lists a backbone tensor once per enclosing module (stem conv 1×, block convs
-    # 3×, downsample convs 4×) and torch 1.7.1 then updates it that many times per step (corda.optim).
-    # True = faithful (the presets), False = each tensor once (intended; the default).
-    duplicate_backbone_updates: bool = False
-    eval_every: int = field(5000, min=0)  # target-val mIoU during training; 0 = only at the end
-    eval_items: int = field(0, min=0)  # 0 = the whole val split
-    checkpoint_every: int = field(5000, min=1)
-    log_every: int = field(100, min=1)
-    workers: int = field(2, min=0)
-    nan_policy: Literal["stop", "skip"] = "stop"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Precision = "fp32"  # fp32 (paper, §5) | tf32 | bf16 autocast
-    channels_last: bool = False  # NHWC networks and images (faster convolutions on tensor cores)
-    compile: CompileMode = "eager"  # or a torch.compile mode for the student and teacher (corda.precision)
-    devices: int = field(1, min=1)  # data-parallel processes (torchrun); batch_* are global sizes
-    # Clip the total gradient norm (None = off, as the paper). Ours: from scratch at a high learning rate the
-    # final classifier can blow up in the first ~40 steps (benchmarks/RESULTS.md); the paper's recipe starts
-    # from pretrained weights at lr 2.5e-4 and needs none.
-    grad_clip: float | None = field(None, gt=0)
-
-    def __post_init__(self) -> None:
-        for name in ("batch_source", "batch_target"):
-            local_batch(getattr(self, name), self.devices, f"train.{name}")
-
-
-def seg_config(cfg: TrainConfig, method: str) -> SegTrainConfig:
-    """The per-step config of ``method`` from the ``train`` section."""
-    names = {f.name for f in dataclasses.fields(SegTrainConfig)}
-    return SegTrainConfig(**{**{k: getattr(cfg, k) for k in names}, "method": method})
+def seg_config(cfg: TrainConfig, method: str) -> TrainConfig:
+    """The ``train`` section as the step of ``method`` reads it (``method`` set; the saved config keeps its own)."""
+    return dataclasses.replace(cfg, method=get_method(method).name)
 
 
 def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
@@ -163,14 +78,9 @@ def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Modu
 
 
 def lr_at(tcfg: TrainConfig, step: int) -> float:
-    """The base learning rate of ``step``: poly decay (§5), after DAFormer's linear warm-up when
-    ``train.warmup_iters`` > 0 (:func:`corda.recipe.warmup_poly_factor`)."""
-    if tcfg.warmup_iters:
-        from corda.recipe import warmup_poly_factor
-
-        return tcfg.lr * warmup_poly_factor(step, tcfg.iterations, tcfg.poly_power, tcfg.warmup_iters,
-                                            tcfg.warmup_ratio)
-    return poly_lr(tcfg.lr, step, tcfg.iterations, tcfg.poly_power)
+    """The base learning rate of ``step``: poly decay (§5), with DAFormer's linear warm-up when
+    ``train.warmup_iters`` > 0 (:func:`corda.engine.poly_lr`)."""
+    return poly_lr(tcfg.lr, step, tcfg.iterations, tcfg.poly_power, tcfg.warmup_iters, tcfg.warmup_ratio)
 
 
 def build_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimizer:
@@ -180,12 +90,7 @@ def build_optimizer(student: CorDANet, tcfg: TrainConfig) -> torch.optim.Optimiz
     applies the original's k updates per step of a backbone tensor its 1× generator lists k times
     (:mod:`corda.optim`); off = torch's SGD.
     """
-    if tcfg.optimizer == "adamw":
-        if tcfg.duplicate_backbone_updates:
-            from corda.errors import ConfigError
-
-            raise ConfigError("train.duplicate_backbone_updates reproduces the authors' SGD; it needs "
-                              "train.optimizer: sgd")
+    if tcfg.optimizer == "adamw":  # (TrainConfig refuses adamw with duplicate_backbone_updates)
         from corda.recipe import adamw_param_groups
 
         groups = adamw_param_groups(student, tcfg.lr, tcfg.weight_decay, tcfg.head_lr_mult, tcfg.no_decay_norm)
@@ -239,7 +144,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     :mod:`corda.distributed` for the exact semantics (BN statistics per rank, per-rank random streams).
 
     Args:
-        source_ds / target_ds: datasets yielding the batch dicts :func:`corda.seg_train.train_step`
+        source_ds / target_ds: datasets yielding the batch dicts :func:`corda.seg.step.train_step`
             expects (either may be None when the method does not use it).
         init_state: optional state dict to start the student (and teacher) from (self-training).
         tgt_transform: optional function applied to every target batch on the device.
@@ -270,7 +175,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
     optimizer = build_optimizer(student, tcfg)
     fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
-    trainer = Trainer(modules=modules, optimizer=optimizer, step_fn=lambda s: None, iterations=tcfg.iterations,
+    trainer = Trainer(modules=modules, optimizer=optimizer, iterations=tcfg.iterations,
                       lr_at=lambda s: lr_at(tcfg, s), scratch=scratch,
                       fingerprint=fp, checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
                       eval_fn=(lambda s: eval_fn(student, s)) if eval_fn and dist.is_main else None,
@@ -295,8 +200,6 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     tgt_it = (StepBatches(target_ds, tcfg.batch_target, tcfg.seed + 1, start, tcfg.iterations, tcfg.workers, dist)
               if need_tgt else None)
 
-    pl_ignore = (tcfg.pl_ignore_top, tcfg.pl_ignore_bottom)
-
     def load(it: StepBatches | None) -> dict:
         return to_layout(to_device(it.next(), device), tcfg.channels_last) if it else {}
 
@@ -308,13 +211,11 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         # Rank r draws ClassMix/augmentation from stream r; rank 0 (and a single process) from stream 0.
         gen = step_generator(tcfg.seed, step, stream=dist.rank)
         with autocast(tcfg.precision, device):
-            return train_step(net, teacher, src, tgt, scfg, step, gen, fd=fd, pl_ignore=pl_ignore)
+            return train_step(net, teacher, src, tgt, scfg, step, gen, fd=fd)
 
-    trainer.step_fn = step_fn
-    if teacher is not None:
-        # The plain student: identical on every rank after DDP's gradient averaging and the SGD step.
-        trainer.after_step = lambda s: uda.ema_update(teacher, unwrap(net), s, tcfg.ema_alpha)
-    trainer.run()
+    # The EMA update reads the plain student: identical on every rank after DDP's gradient averaging and the step.
+    ema = (lambda s: uda.ema_update(teacher, unwrap(net), s, tcfg.ema_alpha)) if teacher is not None else None
+    trainer.run(step_fn, after_step=ema)
     return student, teacher, trainer
 
 
@@ -405,12 +306,13 @@ def load_model(path: Path, device: torch.device, which: Literal["student", "teac
     """Rebuild a saved model; a missing, corrupt or incompatible checkpoint is a one-line CordaError."""
     from corda.config import from_mapping
     from corda.errors import CordaError, brief_error
+    from corda.models.weights import read_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CordaError(f"{path}: checkpoint not found; run its training stage first (dvc repro)")
+    ck = read_torch_file(path, missing=f"{path}: checkpoint not found; run its training stage first (dvc repro)",
+                         unreadable=lambda exc: f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
+                                                "re-run the stage that wrote it", weights_only=False)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
         mcfg = from_mapping(ModelConfig, ck["model_config"], "model")
         model = build_model(mcfg, saved_method(ck["method"]).name)
         state = ck[which] if ck.get(which) is not None else ck["student"]

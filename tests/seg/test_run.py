@@ -1,0 +1,54 @@
+"""The segmentation run, corda.seg.run: saved models and the optimizer (method.md §5)."""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from corda.models.corda_net import param_groups
+from corda.seg.config import TrainConfig
+from corda.seg.step import build_seg_model
+
+
+def test_self_train_starts_from_the_chosen_round1_weights(tmp_path):
+    """self_train.init_from picks the round-1 teacher or student out of models/corda.pt."""
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import load_model, save_model
+
+    mcfg = ModelConfig(backbone="resnet18", num_classes=3, output_stride=16)
+    torch.manual_seed(0)
+    student = build_seg_model("corda", backbone="resnet18", num_classes=3, output_stride=16)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for q in teacher.parameters():
+            q.add_(1.0)
+    path = tmp_path / "corda.pt"
+    save_model(path, method="corda", student=student, teacher=teacher, mcfg=mcfg, tcfg=TrainConfig(), history=[])
+    for which, ref in (("teacher", teacher), ("student", student)):
+        m, _ = load_model(path, torch.device("cpu"), which=which)
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values())), which
+    from stages.self_train import SelfTrainConfig
+
+    assert SelfTrainConfig().init_from == "teacher"
+
+def test_adamw_optimizer_switch():
+    from corda.seg.config import ModelConfig, TrainConfig
+    from corda.seg.run import build_model, build_optimizer
+
+    model = build_model(ModelConfig(backbone="resnet18", output_stride=16, head="decoder4", init="kaiming",
+                                    task_channels=16, bottleneck=8, decoder_channels=24), "corda")
+    assert isinstance(build_optimizer(model, TrainConfig(optimizer="adamw", lr=1e-3, head_lr_mult=1.0)),
+                      torch.optim.AdamW)
+    sgd = build_optimizer(model, TrainConfig())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[1]["lr"] == 10 * sgd.param_groups[0]["lr"]
+
+
+def test_adamw_with_duplicate_backbone_updates_is_refused_by_the_config():
+    """The authors' repeated SGD updates have no AdamW counterpart: the train section itself says so."""
+    import pytest
+
+    from corda.config import from_mapping
+    from corda.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="duplicate_backbone_updates"):
+        from_mapping(TrainConfig, {"optimizer": "adamw", "duplicate_backbone_updates": True}, "train")
