@@ -181,7 +181,8 @@ def test_daformer_small_mit_runs_the_whole_pipeline(smoke_repo, tmp_path):
     assert any(k.startswith("backbone.block1") for k in ck["student"])  # the MiT encoder was trained
     metrics = json.loads((repo / "metrics/eval.json").read_text())
     assert set(metrics) == {"source_only", "dacs", "corda", "corda_round2", "oracle"}
-    live = json.loads((repo / "dvclive/train_corda/metrics.json").read_text())["train"]
-    assert "feat_dist" in live  # the feature distance is logged as its own loss term
+    # The feature distance is logged as its own loss term (in the history; dvclive drops a curve that is 0 at
+    # every step, as here, where no 32×32 cell of the tiny crops is 75 % thing class).
+    assert all("feat_dist" in row for row in ck["history"])
     stats = json.loads((repo / "data/rcs_class_stats.json").read_text())
     assert stats["min_pixels"] == 20 and stats["names"]
