@@ -173,7 +173,8 @@ def test_daformer_small_mit_runs_the_whole_pipeline(smoke_repo, tmp_path):
     sets = ["model.architecture=daformer", "model.mit=b0", "model.decoder_channels=32",
             "model.pretrained=pretrained/mit_b0.pth", "train.optimizer=adamw", "train.lr=0.0006",
             "train.warmup_iters=2", "train.rcs_temperature=0.01", "train.rcs_min_pixels=20",
-            "train.fd_weight=0.005", "train.pl_ignore_top=2", "train.pl_ignore_bottom=4"]
+            "train.fd_weight=0.005", "train.pl_ignore_top=2", "train.pl_ignore_bottom=4",
+            "train.iterations=3", "self_train.iterations=2"]  # fewer steps: the stages' start-up is the cost
     _run(DVC + ["exp", "run"] + [a for s in sets for a in ("-S", s)], repo, timeout=1200)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["train_corda"]["params"]["params.yaml"]["model"]["architecture"] == "daformer"
