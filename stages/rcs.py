@@ -31,21 +31,15 @@ def main(
     out: Annotated[Path, typer.Option(help="the statistics file to write")] = STATS,
 ) -> None:
     """Count the source labels' class pixels per image; writes data/rcs_class_stats.json."""
-    from corda.config import from_mapping
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
-    from corda.errors import ConfigError
     from corda.labels import NUM_CLASSES
     from corda.rcs import compute_class_stats, write_class_stats
-    from corda.recipe import RecipeConfig
-    from stages.common import check_data_kinds
+    from corda.seg.config import TrainConfig
+    from stages.common import check_data_kinds, section
 
     p = load_params(params)
-    train = p.get("train")
-    if not isinstance(train, dict):
-        raise ConfigError("train: section missing from params.yaml")
-    keys = set(RecipeConfig.__dataclass_fields__)
-    recipe = from_mapping(RecipeConfig, {k: v for k, v in train.items() if k in keys}, "train")
+    recipe = section(p, "train", TrainConfig)
     check_data_kinds(p, manifest)
     src = SegDepthDataset(load_splits(manifest)["source"], ("label",), None, None)
     stats = compute_class_stats(((src.names[i], src.load_raw(i)["label"]) for i in range(len(src))), NUM_CLASSES)
