@@ -26,10 +26,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Written by the stages but not results: wall-clock times and absolute paths.
-VOLATILE = {
-    "dvclive/*/metrics.json": "DVCLive summary holds a timestamp",
-}
+# Written by the stages but not results (timestamps, absolute paths); compared anyway when equal. None so far:
+# the DVCLive summaries hold no timestamp (corda.engine.write_dvclive) and the HDF5 files no path.
+VOLATILE: dict[str, str] = {}
 
 
 def _volatile(rel: str) -> str | None:
@@ -62,10 +61,15 @@ def run_stages(repo: Path, log) -> None:
 
 
 def hashes(repo: Path, tracked: set[str]) -> dict[str, str]:
+    """md5 of every file the stages wrote: new files, and tracked ones rewritten (``git archive`` gives tracked
+    files the commit's time, so a later mtime means a stage wrote it: metrics/, eval/ are committed outputs)."""
+    exported = (repo / "dvc.yaml").stat().st_mtime + 1
     out = {}
     for p in sorted(repo.rglob("*")):
         rel = p.relative_to(repo).as_posix()
-        if p.is_file() and rel not in tracked and "__pycache__" not in rel and not rel.startswith(".pytest"):
+        if not p.is_file() or "__pycache__" in rel or rel.startswith(".pytest") or rel in (".tracked", ".done"):
+            continue
+        if rel not in tracked or p.stat().st_mtime > exported:
             out[rel] = hashlib.md5(p.read_bytes()).hexdigest()
     return out
 
@@ -87,7 +91,7 @@ def main() -> None:
             run_stages(repo, sys.stderr)
             (repo / ".tracked").write_text("\n".join(sorted(tracked)))
             (repo / ".done").write_text(rev)
-        tracked = set((repo / ".tracked").read_text().split("\n")) | {".tracked", ".done"}
+        tracked = set((repo / ".tracked").read_text().split("\n"))
         result[tag] = hashes(repo, tracked)
         if args.only_a:
             return

@@ -59,7 +59,8 @@ def build_manifest(cfg: DataConfig, roots: dict[str, Path] | None = None) -> dic
     Raises one DataError listing every bad file (:mod:`corda.data.check`).
     """
     from corda.data.check import bad_files_message, check_index_files
-    from corda.data.datasets import scan_dataset, validate_index
+    from corda.data.datasets import validate_index
+    from corda.data.index import scan_dataset
     from corda.errors import DataError
 
     roots = roots or {}

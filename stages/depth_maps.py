@@ -32,7 +32,8 @@ def main(
     import torch
 
     from corda.data import codecs
-    from corda.data.datasets import SegDepthDataset, image_hw
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.readers import image_hw
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
     from corda.depth.metrics import DepthMetricAccumulator

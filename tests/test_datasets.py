@@ -9,7 +9,8 @@ from cityscapesscripts.helpers.labels import labels as cs_labels
 from PIL import Image
 
 from corda import labels as L
-from corda.data.datasets import FIELDS, DatasetIndex, SegDepthDataset, scan_dataset, validate_index
+from corda.data.datasets import SegDepthDataset, validate_index
+from corda.data.index import DatasetIndex, FIELDS, scan_dataset
 from corda.errors import DataError
 from corda.testing import write_cityscapes_fixture, write_gta5_fixture, write_synthia_fixture
 

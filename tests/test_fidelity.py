@@ -9,7 +9,9 @@ import torch
 from scipy.io import savemat
 
 from corda.data import codecs
-from corda.data.datasets import SegDepthDataset, read_depth_png, resize_depth, scan_dataset
+from corda.data.datasets import SegDepthDataset
+from corda.data.index import scan_dataset
+from corda.data.readers import read_depth_png, resize_depth
 from corda.data.depth_files import read_released_depth, released_depth_path
 from corda.errors import DataError
 from corda.testing import write_synthia_fixture

@@ -47,7 +47,8 @@ def test_weight_rules(rule):
 
 
 def test_self_train_dataset_reads_planted_pseudo_labels(tmp_path):
-    from corda.data.datasets import SegDepthDataset, scan_dataset
+    from corda.data.datasets import SegDepthDataset
+    from corda.data.index import scan_dataset
     from corda.testing import write_cityscapes_fixture
 
     root = tmp_path / "cs"

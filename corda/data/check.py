@@ -10,7 +10,7 @@ files that would otherwise surface an hour into training. These checks read only
   readers in :mod:`corda.data.datasets` need (label maps one channel, depth/disparity 16-bit grey,
   views the size of their image).
 * JPEG: the SOI marker at the start and EOI at the end.
-* JSON (Cityscapes camera files): parsed, with the keys :func:`corda.data.datasets.read_camera` uses.
+* JSON (Cityscapes camera files): parsed, with the keys :func:`corda.data.readers.read_camera` uses.
 
 CRCs and pixel data are not checked (that is decoding); the data stage still decodes the first
 ``data.validate_items`` items of each split in full.
@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, Sequence
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour types (IHDR): 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA.
 GREY, PALETTE = 0, 3
-#: Keys of a camera JSON that are read (corda.data.datasets.read_camera).
+#: Keys of a camera JSON that are read (corda.data.readers.read_camera).
 CAMERA_KEYS = {"extrinsic": ("baseline",), "intrinsic": ("fx", "fy", "u0", "v0")}
 
 

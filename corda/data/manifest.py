@@ -1,6 +1,6 @@
 """The data stage's manifest: which dataset indexes the later stages read, and the class set to score.
 
-The manifest (``data/manifest.json``) holds one :class:`~corda.data.datasets.DatasetIndex` per split
+The manifest (``data/manifest.json``) holds one :class:`~corda.data.index.DatasetIndex` per split
 (``source``, ``target_train``, ``target_val``) as JSON, plus the dataset kinds. Later stages depend
 on this small file instead of hashing a multi-GB dataset tree.
 """
@@ -29,7 +29,7 @@ def load_manifest(path: str | Path) -> dict:
 
 def load_splits(path: str | Path) -> dict:
     """{split name: DatasetIndex} from the manifest."""
-    from corda.data.datasets import DatasetIndex
+    from corda.data.index import DatasetIndex
 
     m = load_manifest(path)
     return {s: DatasetIndex.from_json(m["splits"][s]) for s in SPLITS}
