@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from corda.data.datasets import SegDepthDataset, scan_dataset
+from corda.data.datasets import SegDepthDataset
+from corda.data.index import scan_dataset
 from corda.engine import batch_keys, step_generator
 from corda.errors import ConfigError, DataError
 from corda.rcs import compute_class_stats, load_sampler, rcs_batch_keys, read_class_stats, write_class_stats
