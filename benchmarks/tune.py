@@ -69,7 +69,7 @@ def main() -> None:
     from corda.methods import get_method
     from corda.device import resolve_device
     from corda.seg.config import ModelConfig, TrainConfig
-    from corda.seg.run import run_training, seg_datasets, set_seeds
+    from corda.seg.run import make_source_sampler, run_training, seg_datasets, set_seeds
     from stages.common import load_params, section
 
     setup_logging("WARNING")
@@ -101,8 +101,10 @@ def main() -> None:
         t0 = time.perf_counter()
         scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{name.replace(' ', '_')}-{tcfg.seed}.pt")
         scratch.unlink(missing_ok=True)
+        sampler = make_source_sampler(tcfg_v, src) if get_method(method).source_batch else None  # rare-class
         student, teacher, _ = run_training(method=method, mcfg=mcfg_v, tcfg=tcfg_v, source_ds=src, target_ds=tgt,
-                                           device=device, scratch=scratch, inputs_fp={"tune": args.tag})
+                                           device=device, scratch=scratch, inputs_fp={"tune": args.tag},
+                                           source_sampler=sampler)
         seconds = time.perf_counter() - t0
         miou, per_class = score(student)
         t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)

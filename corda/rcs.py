@@ -10,12 +10,21 @@ with temperature T = 0.01 (DAFormer's ``class_temp``). An image counts for c whe
 DAFormer) until the crop keeps more than ``min_crop_ratio``·``min_pixels`` of c (:func:`crop_keeps_class`).
 Classes absent from every label get no probability (DAFormer builds its table from the classes present).
 
-The per-image class pixel counts are computed once, from the source labels, and written as a JSON file
-(:func:`write_class_stats`) meant to be a cached DVC output: DAFormer's users hit missing or empty
-``sample_class_stats.json`` files, so :func:`read_class_stats` fails with a one-line error naming the file and
-how to rebuild it. Format::
+The per-image class pixel counts are computed once, from the source labels, by the ``rcs`` DVC stage
+(``stages/rcs.py``) and written as a JSON file (:func:`write_class_stats`, ``data/rcs_class_stats.json``), a
+cached DVC output: DAFormer's users hit missing or empty ``sample_class_stats.json`` files, so
+:func:`read_class_stats` fails with a one-line error naming the file and how to rebuild it. Format::
 
-    {"format": 1, "num_classes": 19, "names": [...], "counts": [[n_0, ..., n_18], ...]}  # one row per image
+    {"format": 1, "num_classes": 19, "names": [...], "counts": [[n_0, ..., n_18], ...],  # one row per image
+     "min_pixels": 3000, "class_pixels": [...], "class_frequency": [...],               # readable summary
+     "images_with_class": {"<c>": [names with more than min_pixels pixels of c], ...}}
+
+The sampler reads only ``names`` and ``counts`` (the summary is for people and ``dvc diff``), so a summary
+written for another ``min_pixels`` never changes a draw.
+
+In training (:class:`RareClassSampler` and :func:`rcs_batch_keys`) every source item of step s is drawn from
+``np.random.default_rng([seed, s])``: a pure function of the step, like the uniform sampler, so a resumed run
+draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from corda.labels import IGNORE
 log = logging.getLogger(__name__)
 
 STATS_FORMAT = 1
-REBUILD = "rebuild it from the source labels (corda.rcs.compute_class_stats + write_class_stats)"
+REBUILD = "rebuild it with `dvc repro rcs` (or `python -m stages.rcs`)"
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,25 @@ def compute_class_stats(labels: Iterable[tuple[str, np.ndarray]], num_classes: i
     return ClassStats(tuple(names), counts)
 
 
-def write_class_stats(path: str | Path, stats: ClassStats) -> None:
-    """Write ``stats`` as JSON, atomically (sorted by nothing: rows follow the source index order)."""
-    write_json(path, {"format": STATS_FORMAT, "num_classes": stats.num_classes, "names": list(stats.names),
-                      "counts": stats.counts.astype(int).tolist()})
+def class_summary(stats: ClassStats, min_pixels: int) -> dict:
+    """Per-class pixel totals and frequencies, and per class the images holding more than ``min_pixels`` of it
+    (DAFormer's ``samples_with_class`` after its ``> min_pixels`` filter; classes held by no image are left out)."""
+    total = stats.counts.sum(axis=0)
+    freq = total / max(int(total.sum()), 1)
+    pools = images_with_class(stats, range(stats.num_classes), min_pixels)
+    return {"min_pixels": int(min_pixels), "class_pixels": total.astype(int).tolist(),
+            "class_frequency": [round(float(f), 8) for f in freq],
+            "images_with_class": {str(c): [stats.names[i] for i in idx] for c, idx in pools.items() if idx.size}}
+
+
+def write_class_stats(path: str | Path, stats: ClassStats, min_pixels: int | None = None) -> None:
+    """Write ``stats`` as JSON, atomically (rows follow the source index order); with ``min_pixels``, also
+    the readable :func:`class_summary`."""
+    obj = {"format": STATS_FORMAT, "num_classes": stats.num_classes, "names": list(stats.names),
+           "counts": stats.counts.astype(int).tolist()}
+    if min_pixels is not None:
+        obj.update(class_summary(stats, min_pixels))
+    write_json(path, obj)
 
 
 def read_class_stats(path: str | Path) -> ClassStats:
@@ -147,3 +171,34 @@ def crop_keeps_class(label_crop: np.ndarray, cls: int, min_pixels: int = 3000,
                      min_crop_ratio: float = 0.5) -> bool:
     """Whether a crop keeps enough of the drawn class: more than ``min_crop_ratio``·``min_pixels`` pixels."""
     return int((np.asarray(label_crop) == cls).sum()) > min_pixels * min_crop_ratio
+
+
+def check_stats_names(stats: ClassStats, names: Iterable[str], path: str | Path) -> None:
+    """The statistics describe exactly these source items, in this order (else a one-line DataError)."""
+    names = tuple(names)
+    if stats.names != names:
+        extra = next((n for n in stats.names if n not in set(names)), None)
+        raise DataError(f"{path}: rare-class-sampling statistics list {len(stats.names)} images but the source "
+                        f"split has {len(names)}" + (f" (e.g. {extra!r} is not in it)" if extra else
+                                                     " in another order") + f"; {REBUILD}")
+
+
+def load_sampler(path: str | Path, names: Iterable[str], temperature: float, min_pixels: int,
+                 seed: int) -> RareClassSampler:
+    """The sampler of ``train.rcs_*`` over the source items ``names`` from the ``rcs`` stage's file."""
+    stats = read_class_stats(path)
+    check_stats_names(stats, names, path)
+    sampler = RareClassSampler(stats, temperature, min_pixels, seed)
+    log.info("rare-class sampling over classes %s with probabilities %s", sampler.classes.tolist(),
+             np.round(sampler.probs, 4).tolist())
+    return sampler
+
+
+def rcs_batch_keys(sampler: RareClassSampler, batch: int, step: int) -> list[tuple[int, int, int]]:
+    """Dataset keys ``(index, draw, class)`` of step ``step``: ``batch`` rare-class draws.
+
+    ``draw`` is the global sample position ``step·batch + k``, as :func:`corda.engine.batch_keys`, so the
+    first crop of an item is the one uniform sampling would cut; the dataset re-crops while the crop keeps
+    too few pixels of ``class`` (:meth:`corda.data.datasets.SegDepthDataset`, ``class_crop_min_pixels``).
+    """
+    return [(i, step * batch + k, c) for k, (c, i) in enumerate(sampler.draw(step, batch))]

@@ -8,6 +8,7 @@ import typer
 
 STAGES = {
     "data": "Render the procedural benchmark or index real datasets.",
+    "rcs": "Source label class statistics for rare-class sampling (DAFormer).",
     "depth_pretrain": "Self-supervised Monodepth2-style depth on target stereo/video.",
     "depth_maps": "Depth targets (HDF5) for every training image of each domain.",
     "train": "CorDA segmentation training and the source-only / DACS / oracle baselines.",

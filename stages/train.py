@@ -65,19 +65,21 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.seg.run import make_eval_fn, run_training, save_model, seg_datasets
+    from corda.seg.run import RCS_STATS, make_eval_fn, make_source_sampler, run_training, save_model, seg_datasets
 
     splits = load_splits(manifest)
-    src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, 
-                                           with_target_labels=get_method(method).target_ground_truth)
+    row = get_method(method)
+    src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, with_target_labels=row.target_ground_truth)
+    sampler = make_source_sampler(tcfg, src_ds) if row.source_batch else None
     inputs_fp = {"manifest": file_hash(manifest),
-                 **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))}}
+                 **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))},
+                 **({"rcs": file_hash(RCS_STATS)} if sampler is not None else {})}
     class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
     eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
     student, teacher, trainer = run_training(
         method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
         scratch=Path("checkpoints") / f"train_{method}" / "last.pt", inputs_fp=inputs_fp,
-        eval_fn=eval_fn, progress=progress, dist=dist)
+        eval_fn=eval_fn, progress=progress, dist=dist, source_sampler=sampler)
     if dist.is_main:
         finish_training(trainer, out_live, lambda: save_model(out_model, method=method, student=student,
                                                               teacher=teacher, mcfg=mcfg, tcfg=tcfg,

@@ -75,7 +75,7 @@ def test_dvc_yaml_declares_what_each_stage_reads():
         assert not {f"train.{k}" for k in depth_only} & got  # lambda_depth must not re-run baselines
 
 
-@pytest.mark.parametrize("stage", ["data", "depth_pretrain", "depth_maps", "train", "pseudo_labels",
+@pytest.mark.parametrize("stage", ["data", "rcs", "depth_pretrain", "depth_maps", "train", "pseudo_labels",
                                    "self_train", "evaluate"])
 def test_stage_help(stage):
     res = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--help"], cwd=ROOT, capture_output=True,

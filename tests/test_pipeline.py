@@ -159,3 +159,38 @@ def test_remote_push_then_a_second_clone_pulls_without_retraining(smoke_repo, tm
         assert (clone / p).read_bytes() == (smoke_repo / p).read_bytes(), p
     status = _run(DVC + ["status"], clone).stdout
     assert "up to date" in status, status
+
+
+@pytest.mark.slow
+def test_daformer_small_mit_runs_the_whole_pipeline(smoke_repo, tmp_path):
+    """`dvc exp run -S model.architecture=daformer -S model.mit=b0 ...` re-runs every training stage and what
+    follows on the MiT network with DAFormer's recipe switched on (AdamW, warm-up, rare-class sampling from the
+    rcs stage's file, the ImageNet feature distance from a fixture checkpoint in the official key format, the
+    pseudo-label row crop). A copy of the smoke repository, so the other tests see the DeepLab-v2 results."""
+    import torch
+
+    from corda.models.mit import MixTransformer
+
+    repo = tmp_path / "repo"
+    shutil.copytree(smoke_repo, repo, symlinks=True)
+    sd = MixTransformer("b0").state_dict()  # the official mit_b0.pth key names (+ the ImageNet head)
+    sd.update({"head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)})
+    (repo / "pretrained").mkdir()
+    torch.save(sd, repo / "pretrained" / "mit_b0.pth")
+    sets = ["model.architecture=daformer", "model.mit=b0", "model.decoder_channels=32",
+            "model.pretrained=pretrained/mit_b0.pth", "train.optimizer=adamw", "train.lr=0.0006",
+            "train.warmup_iters=2", "train.rcs_temperature=0.01", "train.rcs_min_pixels=20",
+            "train.fd_weight=0.005", "train.pl_ignore_top=2", "train.pl_ignore_bottom=4",
+            "train.iterations=3", "self_train.iterations=2"]  # fewer steps: the stages' start-up is the cost
+    _run(DVC + ["exp", "run"] + [a for s in sets for a in ("-S", s)], repo, timeout=1200)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["train_corda"]["params"]["params.yaml"]["model"]["architecture"] == "daformer"
+    ck = torch.load(repo / "models" / "corda.pt", map_location="cpu", weights_only=False)
+    assert any(k.startswith("backbone.block1") for k in ck["student"])  # the MiT encoder was trained
+    metrics = json.loads((repo / "metrics/eval.json").read_text())
+    assert set(metrics) == {"source_only", "dacs", "corda", "corda_round2", "oracle"}
+    # The feature distance is logged as its own loss term (in the history; dvclive drops a curve that is 0 at
+    # every step, as here, where no 32×32 cell of the tiny crops is 75 % thing class).
+    assert all("feat_dist" in row for row in ck["history"])
+    stats = json.loads((repo / "data/rcs_class_stats.json").read_text())
+    assert stats["min_pixels"] == 20 and stats["names"]

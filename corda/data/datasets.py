@@ -46,16 +46,24 @@ from corda.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def _parse_key(key: Any, n: int) -> tuple[int, int]:
+# DAFormer re-crops a rare-class sample up to 10 times (mmseg/datasets/uda_dataset.py, get_rare_class_sample).
+RCS_RECROPS = 10
+
+
+def _parse_key(key: Any, n: int) -> tuple[int, int, int | None]:
+    """(index, draw, class or None) of an int, (index, draw) or rare-class (index, draw, class) key."""
+    cls = None
     if isinstance(key, (tuple, list)):
-        if len(key) != 2:
-            raise TypeError(f"dataset key must be an int or (index, draw), got {key!r}")
+        if len(key) not in (2, 3):
+            raise TypeError(f"dataset key must be an int, (index, draw) or (index, draw, class), got {key!r}")
         i, draw = int(key[0]), int(key[1])
+        if len(key) == 3:
+            cls = int(key[2])
     else:
         i, draw = int(key), 0
     if not -n <= i < n:
         raise IndexError(f"index {i} out of range for {n} items")
-    return i % n, draw
+    return i % n, draw, cls
 
 
 def _hw_pair(value: Sequence[int] | None, what: str) -> tuple[int, int] | None:
@@ -84,6 +92,10 @@ class SegDepthDataset(torch.utils.data.Dataset):
     Every field is first resized to ``resize_hw`` (images with ``image_resample``; labels, depth and
     disparity nearest-neighbour, method.md §5), then the same ``crop_hw`` window is cut from all of
     them, drawn from ``np.random.default_rng([seed, draw, index])`` (``draw`` = 0 for an int key).
+    A rare-class key ``(index, draw, class)`` (:func:`corda.rcs.rcs_batch_keys`) applies DAFormer's crop
+    rule: while the crop holds no more than ``class_crop_min_pixels`` pixels of ``class`` (in the resized
+    label), cut the next window from the same generator, at most 10 times, and keep the last (DAFormer
+    ``UDADataset.get_rare_class_sample``); the first window is the one an ``(index, draw)`` key gets.
 
     Args:
         index: the split to read.
@@ -99,13 +111,16 @@ class SegDepthDataset(torch.utils.data.Dataset):
             the labels' full resolution, method.md §6); needs ``crop_hw`` None.
         depth_resample: "nearest" (keeps the exact 1.0 "invalid", intended) or "bilinear" (the original's
             cv2.INTER_LINEAR for GTA5 depth, which blends invalid pixels into their neighbours, §9.12).
+        class_crop_min_pixels: rare-class keys re-crop until the crop has more pixels of the drawn class than
+            this (``train.rcs_min_pixels · train.rcs_min_crop_ratio``); 0 = keep the first crop.
     """
 
     def __init__(self, index: DatasetIndex, fields: Sequence[str], resize_hw: Sequence[int] | None,
                  crop_hw: Sequence[int] | None, depth_h5: str | os.PathLike | None = None, seed: int = 0,
                  strict: bool = True, image_resample: Literal["bilinear", "bicubic"] = "bilinear",
                  pseudo_h5: str | os.PathLike | None = None, label_native: bool = False,
-                 depth_resample: Literal["nearest", "bilinear"] = "nearest") -> None:
+                 depth_resample: Literal["nearest", "bilinear"] = "nearest",
+                 class_crop_min_pixels: float = 0.0) -> None:
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown dataset fields {unknown}; choose from {list(FIELDS)}")
@@ -119,6 +134,7 @@ class SegDepthDataset(torch.utils.data.Dataset):
         self.fields = tuple(dict.fromkeys(fields))
         self.label_native = label_native
         self.depth_resample = depth_resample
+        self.class_crop_min_pixels = float(class_crop_min_pixels)
         self.resize_hw = _hw_pair(resize_hw, "resize_hw")
         self.crop_hw = _hw_pair(crop_hw, "crop_hw")
         if self.resize_hw and self.crop_hw and any(c > r for c, r in zip(self.crop_hw, self.resize_hw)):
@@ -242,8 +258,10 @@ class SegDepthDataset(torch.utils.data.Dataset):
             out["pseudo_weight"] = np.asarray(self._pseudo_file().weight(self._pl_rows[i]), dtype=np.float32)
         return out
 
-    def _crop_origin(self, i: int, draw: int, out_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-        """(y0, x0, h, w) of the crop window in the resized image."""
+    def _crop_origin(self, i: int, draw: int, out_hw: tuple[int, int], cls: int | None = None,
+                     label: np.ndarray | None = None) -> tuple[int, int, int, int]:
+        """(y0, x0, h, w) of the crop window in the resized image; with ``cls`` and the resized ``label``,
+        DAFormer's rare-class re-cropping (class docstring)."""
         if self.crop_hw is None:
             return 0, 0, out_hw[0], out_hw[1]
         ch, cw = self.crop_hw
@@ -251,16 +269,23 @@ class SegDepthDataset(torch.utils.data.Dataset):
             raise DataError(f"{self.index.path('image', i)}: image {out_hw[0]}x{out_hw[1]} is smaller than "
                             f"the crop {ch}x{cw}; set a resize or a smaller crop")
         rng = np.random.default_rng([self.seed, draw, i])
-        y0 = int(rng.integers(0, out_hw[0] - ch + 1))
-        x0 = int(rng.integers(0, out_hw[1] - cw + 1))
+        recrops = RCS_RECROPS if cls is not None and label is not None and self.class_crop_min_pixels > 0 else 0
+        for attempt in range(recrops + 1):
+            y0 = int(rng.integers(0, out_hw[0] - ch + 1))
+            x0 = int(rng.integers(0, out_hw[1] - cw + 1))
+            if attempt == recrops or int((label[y0:y0 + ch, x0:x0 + cw] == cls).sum()) > self.class_crop_min_pixels:
+                break
         return y0, x0, ch, cw
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        i, draw = _parse_key(key, len(self))
+        i, draw, cls = _parse_key(key, len(self))
         raw = self.load_raw(i)
         h0, w0 = raw["hw"]
         out_hw = self.resize_hw or (h0, w0)
-        y0, x0, ch, cw = self._crop_origin(i, draw, out_hw)
+        label = None
+        if cls is not None and "label" in self.fields and self.class_crop_min_pixels > 0:
+            label = resize_array(raw["label"], out_hw, "nearest")
+        y0, x0, ch, cw = self._crop_origin(i, draw, out_hw, cls, label)
         win = (slice(y0, y0 + ch), slice(x0, x0 + cw))
         sample: dict[str, Any] = {"name": self.index.names[i], "index": i}
         for f in _VIEWS:

@@ -89,3 +89,45 @@ def feature_distance_loss(student_feat: torch.Tensor, imagenet_feat: torch.Tenso
     if classes is not None:
         mask = thing_mask(labels, student_feat.shape[-2:], classes, num_classes, min_ratio)
     return masked_feature_distance(student_feat, imagenet_feat, mask)
+
+
+class ImageNetFeatureDistance(torch.nn.Module):
+    """The frozen ImageNet encoder and the settings of DAFormer's thing-class feature distance.
+
+    Built once, before training changes the student, from a copy of the student's encoder as loaded from
+    ``model.pretrained`` (DAFormer keeps a separate ImageNet model in eval mode). It is no part of the
+    checkpoint: the weights file rebuilds it. ``loss`` is L_FD unweighted; the caller adds ``weight``·L_FD.
+
+    Args:
+        encoder: the student's encoder right after construction (its ImageNet weights).
+        weight: λ_FD (``train.fd_weight``; DAFormer ``imnet_feature_dist_lambda`` 0.005).
+        classes: thing classes (``train.fd_classes``); None = every cell.
+        min_ratio: ``train.fd_min_ratio`` (DAFormer ``imnet_feature_dist_scale_min_ratio`` 0.75).
+        num_classes: semantic classes of the labels (19).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, weight: float, classes: Sequence[int] | None,
+                 min_ratio: float, num_classes: int):
+        super().__init__()
+        import copy
+
+        self.encoder = copy.deepcopy(encoder)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder.eval()
+        self.weight = float(weight)
+        self.classes = tuple(classes) if classes is not None else None
+        self.min_ratio = float(min_ratio)
+        self.num_classes = int(num_classes)
+
+    def train(self, mode: bool = True) -> "ImageNetFeatureDistance":
+        """Always eval (no dropout / drop-path in the reference features), whatever the loop asks."""
+        return super().train(False)
+
+    def loss(self, student_feat: torch.Tensor, normalized: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """L_FD of the student's bottleneck ``student_feat`` on the source batch ``normalized`` (the network
+        input after its normalisation) with labels (B, H, W)."""
+        with torch.no_grad():
+            ref = self.encoder(normalized)[-1]
+        return feature_distance_loss(student_feat.float(), ref.float(), labels, self.num_classes, self.classes,
+                                     self.min_ratio)

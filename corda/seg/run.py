@@ -59,6 +59,24 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
     return student, teacher
 
 
+def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Module, method: str):
+    """DAFormer's ImageNet feature distance when ``train.fd_weight`` > 0 (else None): a frozen copy of the
+    student's encoder as loaded from ``model.pretrained`` (:class:`ImageNetFeatureDistance`). Needs the MiT
+    network and the ImageNet weights: without them there is no ImageNet knowledge to keep."""
+    if tcfg.fd_weight <= 0 or not get_method(method).source_batch:
+        return None
+    from corda.errors import ConfigError
+    from corda.losses.feature_distance import ImageNetFeatureDistance
+
+    if mcfg.architecture != "daformer":
+        raise ConfigError("train.fd_weight > 0 (the ImageNet feature distance) needs model.architecture: daformer")
+    if mcfg.pretrained is None:
+        raise ConfigError("train.fd_weight > 0 needs model.pretrained (the MiT ImageNet weights it keeps the "
+                          "encoder near); set it or train.fd_weight: 0")
+    return ImageNetFeatureDistance(student.backbone, tcfg.fd_weight, tcfg.fd_classes, tcfg.fd_min_ratio,
+                                   mcfg.num_classes)
+
+
 def lr_at(tcfg: TrainConfig, step: int) -> float:
     """The base learning rate of ``step``: poly decay (§5), with DAFormer's linear warm-up when
     ``train.warmup_iters`` > 0 (:func:`corda.engine.poly_lr`)."""
@@ -93,8 +111,10 @@ class StepBatches:
     """
 
     def __init__(self, dataset, batch: int, seed: int, start: int, stop: int, workers: int,
-                 dist: DistInfo = SINGLE):
-        self.keys = [batch_keys(len(dataset), batch, seed, s) for s in range(start, stop)]
+                 dist: DistInfo = SINGLE, keys_fn: Callable[[int], list] | None = None):
+        # keys_fn(step): the step's global batch keys (rare-class sampling); None = uniform epochs.
+        self.keys = [keys_fn(s) if keys_fn is not None else batch_keys(len(dataset), batch, seed, s)
+                     for s in range(start, stop)]
         if dist.enabled:
             self.keys = [shard(k, dist) for k in self.keys]
         self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.keys, num_workers=workers,
@@ -113,7 +133,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
                  device: torch.device, scratch: Path, inputs_fp: Any, init_state: dict | None = None,
                  eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
                  tgt_transform: Callable[[dict], dict] | None = None, progress=None,
-                 dist: DistInfo = SINGLE) -> tuple[CorDANet, CorDANet | None, Trainer]:
+                 dist: DistInfo = SINGLE, source_sampler=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
     """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
 
     ``tcfg.precision`` / ``tcfg.channels_last`` / ``tcfg.compile`` select the numeric path (:mod:`corda.precision`); the
@@ -131,6 +151,8 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         inputs_fp: hashes of the inputs, part of the resume fingerprint.
         eval_fn: ``eval_fn(student, step) -> {"val/miou": ...}`` (called on rank 0 only).
         dist: this process's rank and the world size (default: one process).
+        source_sampler: a :class:`corda.rcs.RareClassSampler` drawing the source items (DAFormer's rare-class
+            sampling, :func:`make_source_sampler`); None = uniform epochs (the default, unchanged draws).
 
     Returns:
         the student (unwrapped), the teacher and the trainer (its history averaged over the ranks).
@@ -148,6 +170,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         student.load_state_dict(init_state)
         if teacher is not None:
             teacher.load_state_dict(init_state)
+    fd = make_feature_distance(mcfg, tcfg, student, method)  # copies the ImageNet encoder before any training
     compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
     optimizer = build_optimizer(student, tcfg)
@@ -167,8 +190,13 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     start = trainer.state.step
     need_src = row.source_batch
     need_tgt = row.target_batch
-    src_it = (StepBatches(source_ds, tcfg.batch_source, tcfg.seed, start, tcfg.iterations, tcfg.workers, dist)
-              if need_src else None)
+    src_keys = None
+    if source_sampler is not None:
+        from corda.rcs import rcs_batch_keys
+
+        src_keys = lambda s: rcs_batch_keys(source_sampler, tcfg.batch_source, s)  # noqa: E731
+    src_it = (StepBatches(source_ds, tcfg.batch_source, tcfg.seed, start, tcfg.iterations, tcfg.workers, dist,
+                          keys_fn=src_keys) if need_src else None)
     tgt_it = (StepBatches(target_ds, tcfg.batch_target, tcfg.seed + 1, start, tcfg.iterations, tcfg.workers, dist)
               if need_tgt else None)
 
@@ -183,7 +211,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
         # Rank r draws ClassMix/augmentation from stream r; rank 0 (and a single process) from stream 0.
         gen = step_generator(tcfg.seed, step, stream=dist.rank)
         with autocast(tcfg.precision, device):
-            return train_step(net, teacher, src, tgt, scfg, step, gen)
+            return train_step(net, teacher, src, tgt, scfg, step, gen, fd=fd)
 
     # The EMA update reads the plain student: identical on every rank after DDP's gradient averaging and the step.
     ema = (lambda s: uda.ema_update(teacher, unwrap(net), s, tcfg.ema_alpha)) if teacher is not None else None
@@ -214,14 +242,33 @@ def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_l
     """
     from corda.data.datasets import SegDepthDataset
 
+    # Rare-class sampling re-crops until the crop keeps enough of the drawn class (DAFormer's min_crop_ratio).
+    rcs_crop = tcfg.rcs_min_pixels * tcfg.rcs_min_crop_ratio if tcfg.rcs_temperature is not None else 0.0
     src = SegDepthDataset(splits["source"], ("image", "label", "depth"), tcfg.source_resize_hw, tcfg.crop_hw,
                           depth_h5=str(Path(depth_dir) / "source.h5"), seed=tcfg.seed,
-                          image_resample=tcfg.source_image_resample, depth_resample=tcfg.source_depth_resample)
+                          image_resample=tcfg.source_image_resample, depth_resample=tcfg.source_depth_resample,
+                          class_crop_min_pixels=rcs_crop)
     tgt_fields = ("image", "depth") + (("label",) if with_target_labels else ())
     tgt = SegDepthDataset(splits["target_train"], tgt_fields, tcfg.target_resize_hw, tcfg.crop_hw,
                           depth_h5=str(Path(depth_dir) / "target.h5"), seed=tcfg.seed + 1)
     val = SegDepthDataset(splits["target_val"], ("image", "label"), tcfg.target_resize_hw, None, seed=0)
     return src, tgt, val
+
+
+RCS_STATS = Path("data/rcs_class_stats.json")  # the rcs stage's output (stages/rcs.py)
+
+
+def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path = RCS_STATS):
+    """DAFormer's rare-class sampler over ``source_ds`` when ``train.rcs_temperature`` is set, else None.
+
+    Reads the ``rcs`` stage's statistics; a missing, empty or stale file is a one-line DataError that says
+    to run ``dvc repro rcs`` (:func:`corda.rcs.load_sampler`).
+    """
+    if tcfg.rcs_temperature is None:
+        return None
+    from corda.rcs import load_sampler
+
+    return load_sampler(stats, source_ds.names, tcfg.rcs_temperature, tcfg.rcs_min_pixels, tcfg.seed)
 
 
 def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_size: int, items: int,

@@ -33,6 +33,7 @@ from torch import nn
 
 from corda.distributed import unwrap
 from corda.errors import ConfigError, DataError
+from corda.losses.feature_distance import ImageNetFeatureDistance
 from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
 from corda.methods import get_method
 from corda.models.corda_net import CorDANet
@@ -50,6 +51,7 @@ from corda.uda import (
 LOSS_KEYS = ("loss", "seg_src", "seg_src_init", "depth_src", "seg_mix", "seg_mix_init", "depth_mix",
              "seg_tgt", "seg_tgt_init")
 DIAG_KEYS = ("pl_weight", "omega_mean")
+OPTIONAL_KEYS = ("feat_dist",)  # DAFormer's ImageNet feature distance (L_FD, unweighted), only when on
 
 
 def build_seg_model(method: str = "corda", **model_kwargs: Any) -> CorDANet:
@@ -123,6 +125,7 @@ def train_step(
     cfg: TrainConfig,
     step: int,
     gen: torch.Generator,
+    fd: ImageNetFeatureDistance | None = None,
 ) -> dict[str, torch.Tensor]:
     """Loss terms of one iteration (§3 steps 1–8). See the module docstring for batches and methods.
 
@@ -133,6 +136,9 @@ def train_step(
         cfg: the ``train`` section; the step reads its loss weights and switches and ``method``.
         step: 0-based iteration (selects the teacher head during the GTA warm-up).
         gen: CPU ``torch.Generator`` for ClassMix and the strong augmentation.
+        fd: DAFormer's ImageNet feature distance on the source batch (``train.fd_weight`` > 0; needs a network
+            whose forward takes ``return_features``, the MiT one); adds ``fd.weight``·L_FD and logs
+            ``feat_dist`` (L_FD). None = off (no term, no extra key).
 
     Returns:
         ``loss`` (the total, with graph) and the terms ``seg_src``, ``seg_src_init``, ``depth_src``,
@@ -159,10 +165,16 @@ def train_step(
     size = x_s.shape[-2:]
     use_depth = has_depth and method.depth_losses
     keys = ("S", "initial_S") + (("D_src", "initial_D_src") if use_depth else ())
-    o = _upsampled(student(x_s), size, keys)
+    raw = student(x_s, return_features=True) if fd is not None else student(x_s)
+    o = _upsampled(raw, size, keys)
     seg, seg_init = _supervised(o, y_s, cfg, has_initial)
     total = seg + cfg.w_seg_initial * seg_init
     terms.update(seg_src=seg, seg_src_init=seg_init)
+    if fd is not None:
+        # DAFormer §3.4: the student's bottleneck features stay near the ImageNet encoder's on thing classes.
+        feat_dist = fd.loss(raw["encoder"], unwrap(student).normalize(x_s), y_s)
+        total = total + fd.weight * feat_dist
+        terms["feat_dist"] = feat_dist
     if use_depth:
         d_s = src["depth"]
         depth_src = (berhu(o["initial_D_src"], d_s, cfg.depth_invalid)
@@ -193,6 +205,9 @@ def train_step(
         y_t, conf = teacher_pseudo_labels(teacher, x_t, use_initial)
         q = confidence_weight(conf, cfg.pl_threshold)
         w_t = q.expand_as(conf)
+        if cfg.pl_ignore_top or cfg.pl_ignore_bottom:
+            # DAFormer's pseudo_weight_ignore_top/bottom: rectification artefacts and the ego car (Cityscapes).
+            w_t = ignore_rows(w_t, cfg.pl_ignore_top, cfg.pl_ignore_bottom)
 
     # Steps 4–6: ClassMix (source i onto target i), then strong augmentation of the mixed image only.
     m = classmix_masks(y_s, gen, include_ignore=cfg.mix_include_ignore)
@@ -228,10 +243,24 @@ def train_step(
     return _finish(total, terms)
 
 
+def ignore_rows(weight: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
+    """A copy of the (B, H, W) pseudo-label weight with its ``top`` first and ``bottom`` last rows set to 0."""
+    w = weight.clone()
+    if top:
+        w[:, :top, :] = 0
+    if bottom:
+        w[:, w.shape[1] - min(bottom, w.shape[1]):, :] = 0
+    return w
+
+
 def _finish(total: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The fixed key set: total with graph, every other term detached, 0 where it does not apply."""
+    """The fixed key set: total with graph, every other term detached, 0 where it does not apply; the
+    optional terms (:data:`OPTIONAL_KEYS`) only when switched on, so a run without them logs what it always did."""
     out = {"loss": total}
     for k in LOSS_KEYS[1:] + DIAG_KEYS:
         v = terms.get(k)
         out[k] = v.detach() if v is not None else total.new_zeros(())
+    for k in OPTIONAL_KEYS:
+        if k in terms:
+            out[k] = terms[k].detach()
     return out
