@@ -37,7 +37,11 @@ def load(path: Path, tag: str, split: str) -> dict[str, list[dict]]:
     return out
 
 
-def mean(rows: list[dict], key: str = "miou") -> float:
+SCORE = "miou"  # the run-row key the checks read (--score)
+
+
+def mean(rows: list[dict], key: str | None = None) -> float:
+    key = key or SCORE
     vals = [r[key] for r in rows if r.get(key) is not None]
     return float(np.mean(vals)) if vals else float("nan")
 
@@ -81,14 +85,19 @@ def main() -> None:
     ap.add_argument("--log", default="benchmarks/tune_log.jsonl")
     ap.add_argument("--tag", required=True)
     ap.add_argument("--split", choices=["tune", "val"], default="val")
+    ap.add_argument("--score", choices=["miou", "adabn_miou"], default="miou",
+                    help="the student's mIoU with its own BN statistics, or with statistics re-estimated on target "
+                         "train images (tune.py --adabn; corda/adabn.py); per-class IoU stays the former's")
     args = ap.parse_args()
+    global SCORE
+    SCORE = args.score
     by = load(Path(args.log), args.tag, args.split)
     if not by:
         raise SystemExit(f"{args.log}: no runs with tag {args.tag!r} on split {args.split!r}")
-    print(f"| method | seeds | student mIoU | EMA teacher | {' | '.join(CLASSES)} |")
+    print(f"| method | seeds | student {SCORE} | EMA teacher | {' | '.join(CLASSES)} |")
     print("|---|---:|---:|---:|" + "---:|" * len(CLASSES))
     for method, rows in by.items():
-        vals = [r["miou"] for r in rows]
+        vals = [r[SCORE] for r in rows if r.get(SCORE) is not None]
         teacher = [r["teacher_miou"] for r in rows if r.get("teacher_miou") is not None]
         per_class = np.mean([r["per_class"] for r in rows], axis=0)
         t = f"{np.mean(teacher):.1f} ± {np.std(teacher):.1f}" if teacher else "—"
