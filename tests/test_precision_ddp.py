@@ -186,8 +186,8 @@ def _train_planted_nan(method: str, tcfg: TrainConfig, scratch: Path, dist: Dist
 
     step = seg.train_step
 
-    def planted(net, teacher, src, tgt, scfg, i, gen):
-        terms = step(net, teacher, src, tgt, scfg, i, gen)
+    def planted(net, teacher, src, tgt, scfg, i, gen, **kw):
+        terms = step(net, teacher, src, tgt, scfg, i, gen, **kw)
         if dist.rank == nan_rank and i == nan_step:
             terms = {**terms, "loss": terms["loss"] * float("nan")}
         return terms
