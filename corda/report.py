@@ -130,19 +130,17 @@ def headline_path(row: str) -> str:
     return f"{HEADLINE_DIR}/{row}.json"
 
 
-def write_headline_metrics(folder: str | os.PathLike, rows: Mapping[str, Mapping[str, float]],
-                           adabn_folder: str | os.PathLike | None = None) -> None:
-    """Write :func:`headline_metrics`' rows as ``<folder>/<row>.json`` and the ``<model>_adabn`` rows as
-    ``<adabn_folder>/<model>.json`` (key-sorted, atomic); ``adabn_folder`` defaults to ADABN_DIR beside
-    ``folder``."""
-    adabn_folder = adabn_folder or os.path.join(os.path.dirname(os.path.abspath(folder)), os.path.basename(ADABN_DIR))
+def write_headline_metrics(root: str | os.PathLike, rows: Mapping[str, Mapping[str, float]],
+                           folders: Mapping[str, str | os.PathLike] | None = None) -> None:
+    """Write :func:`headline_metrics`' rows (key-sorted, atomic) to ``<root>/<headline_path(row)>``.
+
+    ``folders`` maps a headline folder (HEADLINE_DIR, ADABN_DIR) to where it is written instead (a stage's
+    staged output folder)."""
     for name, values in rows.items():
-        if name.endswith(ADABN_SUFFIX):
-            path = os.path.join(adabn_folder, f"{name[:-len(ADABN_SUFFIX)]}.json")
-        else:
-            path = os.path.join(folder, f"{name}.json")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_json(path, dict(values))
+        folder, file = headline_path(name).rsplit("/", 1)
+        target = (folders or {}).get(folder, os.path.join(root, folder))
+        os.makedirs(target, exist_ok=True)
+        write_json(os.path.join(target, file), dict(values))
 
 
 # -- DVC plot records ---------------------------------------------------------------------------

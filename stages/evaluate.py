@@ -81,7 +81,8 @@ def main(
     man = load_manifest(manifest)
     set_name = class_set_name(man)
     class_set = CLASS_SETS[set_name]
-    val_split = load_splits(manifest)["target_val"]
+    splits = load_splits(manifest)
+    val_split = splits["target_val"]
     # `val` (image and label at eval_hw) feeds the qualitative strip; `scored` the metrics and exports.
     val = SegDepthDataset(val_split, ("image", "label"), cfg.eval_hw, None, seed=0)
     scored = val if cfg.score_at == "input" else SegDepthDataset(val_split, ("image", "label"), cfg.eval_hw,
@@ -111,7 +112,7 @@ def main(
                      100 * (results[name]["pixel_acc"] or 0))
         for name in names if cfg.adabn_items else ():
             adapted = target_bn_statistics(loaded[name], adabn_batches(
-                load_splits(manifest)["target_train"], cfg.adabn_items, cfg.batch_size, cfg.eval_hw, device))
+                splits["target_train"], cfg.adabn_items, cfg.batch_size, cfg.eval_hw, device))
             cm = confusion_over(adapted, progress(iterate_batches(scored, cfg.batch_size), None,
                                                   f"eval {name} (target BN statistics)"), adapted.num_classes, device)
             adabn[name] = cm.to_dict(CLASS_NAMES, class_set)
@@ -120,7 +121,8 @@ def main(
             log.info("%-13s mIoU %.2f  with BN statistics from %d target train images", name,
                      100 * (adabn[name]["miou"] or 0), cfg.adabn_items)
         write_json(out_metrics, {**results, **{f"{n}_adabn": r for n, r in adabn.items()}})
-        report.write_headline_metrics(out_top, adabn_folder=out_adabn, rows=report.headline_metrics(
+        report.write_headline_metrics(".", folders={report.HEADLINE_DIR: out_top, report.ADABN_DIR: out_adabn},
+                                      rows=report.headline_metrics(
             results, read_json(depth_metrics) if depth_metrics.is_file() else None,
             read_json(pseudo_metrics) if pseudo_metrics.is_file() else None, adabn))
         set_names = [CLASS_NAMES[i] for i in class_set]

@@ -244,7 +244,7 @@ def test_dvc_metrics_show_fits_80_columns(tmp_path, miou13):
     subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
     _dvc(["init", "-q"], tmp_path)
     rows = _full_headline(miou13)
-    write_headline_metrics(tmp_path / HEADLINE_DIR, rows)
+    write_headline_metrics(tmp_path, rows)
     out = _dvc(["metrics", "show"], tmp_path)
     lines = out.rstrip("\n").splitlines()
     assert max(len(line) for line in lines) <= 80, out
@@ -253,7 +253,7 @@ def test_dvc_metrics_show_fits_80_columns(tmp_path, miou13):
     subprocess.run(git + ["add", "-A"], cwd=tmp_path, check=True)
     subprocess.run(git + ["commit", "-qm", "x"], cwd=tmp_path, check=True)
     rows["corda"]["miou"] += 0.01
-    write_headline_metrics(tmp_path / HEADLINE_DIR, rows)
+    write_headline_metrics(tmp_path, rows)
     diff = _dvc(["metrics", "diff"], tmp_path).splitlines()
     assert diff[0].split() == ["Path", "Metric", "HEAD", "workspace", "Change"]
     assert [d.split()[:2] for d in diff[1:]] == [[f"{HEADLINE_DIR}/corda.json", "miou"]]
