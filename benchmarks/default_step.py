@@ -9,7 +9,8 @@ times each phase of a step:
 * backward, the optimizer step (AdamW/SGD as `train.optimizer`) and the EMA teacher update,
 
 for source_only, oracle, dacs and corda, with the median over `--steps` steps after `--warmup`. Rows then vary
-one thing against the default (fp32, NCHW, the thread count torch picks): channels_last, and one thread. With
+one thing against the default (fp32, NCHW, the thread count torch picks): channels_last, one thread, and with
+`--heads` another `model.head` (with and without channels_last). With
 `--data` (a repository after `dvc repro data depth_maps`) it also times loading one step's batches from disk.
 Ratios are against the default row of the same method measured in the same run.
 
@@ -117,7 +118,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None, help="a repository after `dvc repro` (times data loading)")
+    ap.add_argument("--heads", nargs="*", default=[], choices=["decoder4", "decoder2"],
+                    help="also time these model.head values against the params' head (same run, same threads)")
     args = ap.parse_args()
+    import dataclasses
 
     from corda.seg.config import ModelConfig, TrainConfig
     from stages.common import load_params, section
@@ -132,10 +136,14 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for method in args.methods:
         base = None
-        for variant, cl, nthreads in (("default", False, threads), ("channels_last", True, threads),
-                                      ("1 thread", False, 1)):
+        variants = [("default", mcfg, False, threads), ("channels_last", mcfg, True, threads),
+                    ("1 thread", mcfg, False, 1)]
+        for head in args.heads:
+            other = dataclasses.replace(mcfg, head=head)
+            variants += [(f"head {head}", other, False, threads), (f"head {head}, channels_last", other, True, threads)]
+        for variant, mcfg_v, cl, nthreads in variants:
             torch.set_num_threads(nthreads)
-            r = time_method(method, mcfg, tcfg, args.steps, args.warmup, cl)
+            r = time_method(method, mcfg_v, tcfg, args.steps, args.warmup, cl)
             torch.set_num_threads(threads)
             base = base or r["step"]
             print(f"| {method} | {variant} | {r['forward']:.0f} | {r['backward']:.0f} | {r['optimizer']:.0f} | "

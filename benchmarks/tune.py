@@ -61,7 +61,7 @@ def main() -> None:
 
     import torch
 
-    from corda.data.manifest import class_set_name, load_manifest, load_splits, tuning_split
+    from corda.data.manifest import class_set_name, load_manifest, load_splits, training_part, tuning_split
     from corda.data.datasets import SegDepthDataset
     from corda.inference import confusion_over, iterate_batches
     from corda.labels import CLASS_SETS
@@ -97,7 +97,12 @@ def main() -> None:
             raise SystemExit(f"{name}: run it with benchmarks/ablation.py")
         mcfg_v, tcfg_v = dataclasses.replace(mcfg, **mover), dataclasses.replace(tcfg, **tover)
         set_seeds(tcfg.seed)
-        src, tgt, _ = seg_datasets(splits, tcfg, Path(args.depth_dir), with_target_labels=get_method(method).target_ground_truth)
+        train_splits = splits
+        if args.split == "tune" and get_method(method).target_ground_truth:
+            # The oracle trains on target labels: keep the scored items out of its training data.
+            train_splits = {**splits, "target_train": training_part(splits["target_train"])}
+        src, tgt, _ = seg_datasets(train_splits, tcfg, Path(args.depth_dir),
+                                   with_target_labels=get_method(method).target_ground_truth)
         t0 = time.perf_counter()
         scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{name.replace(' ', '_')}-{tcfg.seed}.pt")
         scratch.unlink(missing_ok=True)
@@ -109,10 +114,11 @@ def main() -> None:
         miou, per_class = score(student)
         t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)
         adabn = None
-        if args.adabn:  # as the evaluate stage: the first 256 target train images, whole, in order
+        if args.adabn:  # as the evaluate stage: its first evaluate.adabn_items target train images, whole, in order
             from corda.adabn import adabn_batches, target_bn_statistics
 
-            adapted = target_bn_statistics(student, adabn_batches(splits["target_train"], 256, 16,
+            items = int(p["evaluate"]["adabn_items"]) or 64
+            adapted = target_bn_statistics(student, adabn_batches(splits["target_train"], items, 16,
                                                                   tcfg.target_resize_hw, device))
             adabn = round(score(adapted)[0], 1)
         row = {"tag": args.tag, "method": name, "seed": tcfg.seed, "iterations": tcfg.iterations,

@@ -43,7 +43,7 @@ class EvalConfig:
     strip_items: int = field(6, min=1)  # rows of the qualitative strip
     # Every model is also scored with its BN statistics re-estimated on this many unlabelled target train
     # images (rows "<model>_adabn"; corda/adabn.py says why a from-scratch network needs both); 0 = off.
-    adabn_items: int = field(256, min=0)
+    adabn_items: int = field(64, min=0)
     device: str = "auto"
 
 

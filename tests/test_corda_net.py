@@ -293,3 +293,48 @@ def test_upsample_outputs_is_the_one_rule_with_the_callers_dtype():
     ref = F.interpolate(s.float(), size=(8, 8), mode="bilinear", align_corners=True)
     assert torch.equal(up["S"], ref)
     assert upsample_outputs(out, (8, 8), keys=("S",))["S"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("depth", [True, False])
+def test_decoder2_reads_semantics_out_at_half_resolution_and_starts_as_decoder4(depth):
+    """decoder2: S at 1/2 (a zero-initialised correction from the stem added to the upsampled 1/4 logits); the
+    depth outputs, initial_S and the feature exchange stay at 1/4, so at initialisation S is decoder4's S,
+    upsampled."""
+    kw = dict(num_classes=19, backbone="resnet18", output_stride=16, init="kaiming", task_channels=16,
+              bottleneck=8, decoder_channels=24, depth=depth, initial_seg_head="conv1x1")
+    torch.manual_seed(0)
+    fine = CorDANet(head="decoder2", **kw).eval()
+    coarse = CorDANet(head="decoder4", **kw).eval()
+    missing, unexpected = coarse.load_state_dict(fine.state_dict(), strict=False)
+    assert not missing and {k.split(".")[0] for k in unexpected} == {"refine_s", "fine_s"}
+    x = torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        out, ref = fine(x), coarse(x)
+    assert out["S"].shape == (2, 19, 32, 64)  # the stem's grid
+    assert torch.allclose(out["S"], F.interpolate(ref["S"], size=(32, 64), mode="bilinear", align_corners=True),
+                          atol=1e-6)
+    if depth:
+        for k in ("initial_S", "D", "D_src", "initial_D", "initial_D_src"):
+            assert out[k].shape[-2:] == (17, 33) and torch.equal(out[k], ref[k])
+    # Trained, the correction is no longer zero and S differs from the upsampled coarse logits.
+    with torch.no_grad():
+        fine.fine_s.weight.normal_(0, 0.1)
+        assert not torch.allclose(fine(x)["S"], out["S"], atol=1e-4)
+
+
+def test_output_stride_32_is_the_undilated_resnet_and_needs_a_decoder_head():
+    from corda.errors import ConfigError
+
+    x = torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        # ceil-mode pool: layer1 17×33, then 9×17, 5×9 (OS16 keeps it), 3×5
+        assert DilatedResNet("resnet18", output_stride=32)(x).shape[-2:] == (3, 5)
+        assert DilatedResNet("resnet18", output_stride=16)(x).shape[-2:] == (5, 9)
+    plain = DilatedResNet("resnet18", output_stride=32)
+    assert all(m.dilation == (1, 1) for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    model = CorDANet(num_classes=19, backbone="resnet18", output_stride=32, head="decoder4", init="kaiming",
+                     task_channels=16, bottleneck=8, decoder_channels=24, initial_seg_head="conv1x1").eval()
+    with torch.no_grad():
+        assert model(x)["S"].shape[-2:] == (17, 33)  # the decoder still predicts on layer1's 1/4 grid
+    with pytest.raises(ConfigError, match="output_stride 32 needs a decoder head"):
+        CorDANet(num_classes=19, backbone="resnet18", output_stride=32, head="deeplabv2")

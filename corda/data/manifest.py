@@ -57,3 +57,14 @@ def tuning_split(target_train, n: int = TUNING_ITEMS):
     return dataclasses.replace(target_train, names=target_train.names[-k:],
                                paths={f: rels[-k:] for f, rels in target_train.paths.items()},
                                incomplete={})
+
+
+def training_part(target_train, n: int = TUNING_ITEMS):
+    """The target train items outside :func:`tuning_split` (what a labelled model may train on when it is
+    scored on the tuning split)."""
+    import dataclasses
+
+    k = max(len(target_train) - min(n, len(target_train)), 0)
+    return dataclasses.replace(target_train, names=target_train.names[:k],
+                               paths={f: rels[:k] for f, rels in target_train.paths.items()},
+                               incomplete={})

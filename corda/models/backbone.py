@@ -60,8 +60,9 @@ def build_resnet(arch: str, choices: tuple[str, ...], what: str = "backbone") ->
 
 
 # DeepLab-v2 stage dilations (method.md §1.1): output stride 8. Output stride 16 (layer3 keeps its
-# stride, layer4 dilated by 2) is a cheaper variant for CPU-sized runs: layer4 then costs 4× less.
-_STAGE_DILATION = {8: {"layer3": 2, "layer4": 4}, 16: {"layer4": 2}}
+# stride, layer4 dilated by 2) is a cheaper variant for CPU-sized runs: layer4 then costs 4× less. Output
+# stride 32 is the plain ResNet (no dilation), for decoder heads that take the detail from a 1/4 skip.
+_STAGE_DILATION = {8: {"layer3": 2, "layer4": 4}, 16: {"layer4": 2}, 32: {}}
 
 
 def _dilate_stage(stage: nn.Sequential, dilation: int) -> None:
@@ -111,7 +112,7 @@ class DilatedResNet(nn.Module):
         if stride_in_1x1:
             _stride_on_first_1x1(self.layer2)
         if output_stride not in _STAGE_DILATION:
-            raise CordaError(f"output_stride must be 8 or 16, got {output_stride}")
+            raise CordaError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
         for name, dilation in _STAGE_DILATION[output_stride].items():
             _dilate_stage(getattr(self, name), dilation)
@@ -133,10 +134,20 @@ class DilatedResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_levels(x)[1]
 
+    @property
+    def stem_channels(self) -> int:
+        """Channels of the stem (conv1) output at 1/2 resolution, the decoder2 head's finest skip."""
+        return self.conv1.out_channels
+
+    def forward_pyramid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(stem features at 1/2, layer1 features at 1/4, final features at 1/output_stride)."""
+        stem = self.relu(self.bn1(self.conv1(x)))
+        low = self.layer1(self.maxpool(stem))
+        return stem, low, self.layer4(self.layer3(self.layer2(low)))
+
     def forward_levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(layer1 features at 1/4 resolution, final features at 1/output_stride)."""
-        low = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
-        return low, self.layer4(self.layer3(self.layer2(low)))
+        return self.forward_pyramid(x)[1:]
 
 
 @dataclass

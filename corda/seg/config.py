@@ -28,7 +28,7 @@ class ModelConfig:
     mit: MitVariant = "b5"  # MiT variant when architecture is daformer (DAFormer: b5)
     backbone: Literal["resnet18", "resnet50", "resnet101"] = "resnet101"
     pretrained: str | None = None  # local torchvision ImageNet or DeepLab COCO checkpoint; None = from scratch
-    output_stride: Literal[8, 16] = 8  # 8 = DeepLab-v2; 16 makes the embedded default fit 2 CPU cores
+    output_stride: Literal[8, 16, 32] = 8  # 8 = DeepLab-v2; 16/32 for CPU-sized runs (32: decoder heads only)
     task_channels: int = field(256, min=1)
     bottleneck: int = field(64, min=1)
     aspp_branches: int = field(2, min=1, max=4)  # 2 = the original's early-return bug, 4 = intended (§1.4)
@@ -39,7 +39,7 @@ class ModelConfig:
     num_classes: int = field(19, min=1)
     # Ours, for the embedded default (issue 17): a 1/4-resolution decoder with a low-level skip; the paper
     # presets keep "deeplabv2", whose parameters and outputs are the authors' network.
-    head: Literal["deeplabv2", "decoder4"] = "deeplabv2"
+    head: Literal["deeplabv2", "decoder4", "decoder2"] = "deeplabv2"
     decoder_channels: int = field(128, min=1)
     init: Literal["deeplab", "kaiming"] = "deeplab"  # kaiming: for training the whole network from scratch
 
