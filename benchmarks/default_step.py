@@ -8,11 +8,12 @@ times each phase of a step:
 * forward: `train_step` (student forward passes, the teacher's pseudo-labels, mixing, the losses),
 * backward, the optimizer step (AdamW/SGD as `train.optimizer`) and the EMA teacher update,
 
-for source_only, oracle, dacs and corda, with the median over `--steps` steps after `--warmup`. Rows then vary
-one thing against the default (fp32, NCHW, the thread count torch picks): channels_last, one thread, and with
-`--heads` another `model.head` (with and without channels_last). With
+for source_only, oracle, dacs and corda, with the median over `--steps` steps after `--warmup`. The first row of
+each method is the params' network in NCHW at the thread count torch picks (whatever `train.channels_last`
+says); the others vary one thing: channels_last, one thread, and with `--model KEY=VALUE` another network
+(e.g. `head=decoder2`, `output_stride=16`; with and without channels_last). With
 `--data` (a repository after `dvc repro data depth_maps`) it also times loading one step's batches from disk.
-Ratios are against the default row of the same method measured in the same run.
+Ratios are against the first (NCHW) row of the same method measured in the same run.
 
     python benchmarks/default_step.py                       # synthetic batches
     python benchmarks/default_step.py --data . --steps 10   # + data loading from the rendered benchmark
@@ -118,10 +119,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None, help="a repository after `dvc repro` (times data loading)")
-    ap.add_argument("--heads", nargs="*", default=[], choices=["decoder4", "decoder2"],
-                    help="also time these model.head values against the params' head (same run, same threads)")
+    ap.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="also time the network with one `model` key changed, e.g. head=decoder2 output_stride=16 "
+                         "(each with and without channels_last, against the params' network in the same run)")
     args = ap.parse_args()
     import dataclasses
+
+    import yaml
 
     from corda.seg.config import ModelConfig, TrainConfig
     from stages.common import load_params, section
@@ -132,15 +136,16 @@ def main() -> None:
     print(f"torch {torch.__version__}, {threads} threads; model {mcfg.backbone} head {mcfg.head}, "
           f"batch {tcfg.batch_source}+{tcfg.batch_target} crops {tcfg.crop_hw[0]}x{tcfg.crop_hw[1]}, "
           f"{tcfg.optimizer}; {args.steps} timed steps after {args.warmup}")
-    print("| method | variant | forward | backward | optimizer | EMA | step ms | × default | 600 steps (min) |")
+    print("| method | variant | forward | backward | optimizer | EMA | step ms | × NCHW | 600 steps (min) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for method in args.methods:
         base = None
-        variants = [("default", mcfg, False, threads), ("channels_last", mcfg, True, threads),
+        variants = [("NCHW", mcfg, False, threads), ("channels_last", mcfg, True, threads),
                     ("1 thread", mcfg, False, 1)]
-        for head in args.heads:
-            other = dataclasses.replace(mcfg, head=head)
-            variants += [(f"head {head}", other, False, threads), (f"head {head}, channels_last", other, True, threads)]
+        for item in args.model:
+            key, _, value = item.partition("=")
+            other = dataclasses.replace(mcfg, **{key: yaml.safe_load(value)})
+            variants += [(item, other, False, threads), (f"{item}, channels_last", other, True, threads)]
         for variant, mcfg_v, cl, nthreads in variants:
             torch.set_num_threads(nthreads)
             r = time_method(method, mcfg_v, tcfg, args.steps, args.warmup, cl)
