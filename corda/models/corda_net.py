@@ -11,7 +11,8 @@ Layout (all maps at 1/8 resolution):
 ``head="decoder4"`` (ours, for the embedded default) inserts a light decoder between the backbone and the task
 branches: the backbone output is reduced, upsampled to 1/4 resolution and fused with layer1's features (a low-level
 skip, as in DeepLab-v3+), so the task branches, the feature exchange and every classifier work at 1/4 resolution
-and the heads are 1×1 convs. ``head="deeplabv2"`` is the paper's network, unchanged.
+and the heads are 1×1 convs. ``head="decoder2"`` also reads ``S`` out at 1/2 (:class:`SemanticRefine`).
+``head="deeplabv2"`` is the paper's network, unchanged.
 
 ``depth=False`` gives the DACS baseline: a plain DeepLab-v2 (backbone + one dilated classifier) whose ``S``
 is also returned as ``initial_S`` (same tensor) so that consumers need not branch; it has no
@@ -145,14 +146,15 @@ class SkipDecoder(nn.Module):
 
 
 class SemanticRefine(nn.Module):
-    """Semantic read-out at 1/2 resolution (ours, ``head="decoder2"``): thin classes need a finer logit grid.
+    """Semantic read-out at 1/2 resolution (ours, ``head="decoder2"``): a finer logit grid for thin classes.
 
-    With every prediction at 1/4, a 1–3 px pole covers part of one logit cell, and the cross-entropy of its
-    pixels fights that of their neighbours in the same cell: measured on the rendered target val labels, even
-    ideal (area-averaged) logits at 1/4 cap pole IoU at 47 and person at 77, at 1/2 at 76 and 92. This module
-    upsamples the semantic features to the stem's 1/2 grid, fuses the stem's edges (a second, finer skip, as
-    the U-Net/FPN family does) and leaves the classifier to a 1×1 conv. Depth is smooth and stays at 1/4; the
-    task branches and the feature exchange are unchanged.
+    With every prediction at 1/4, a 1–3 px pole covers part of one logit cell: on the rendered target val labels,
+    even ideal (area-averaged) logits at 1/4 cap pole IoU at 47 and person at 77, at 1/2 at 76 and 92
+    (benchmarks/resolution_ceiling.py). This module upsamples the semantic features to the stem's 1/2 grid,
+    fuses the stem's edges (a second, finer skip, as the U-Net/FPN family does) and feeds a 1×1 correction.
+    Depth is smooth and stays at 1/4; the task branches and the feature exchange are unchanged. Measured on the
+    embedded default (benchmarks/RESULTS.md): +1.5 mIoU for 1.1–1.25× the step time; the default's poles are
+    limited by training steps, not by the 1/4 grid, so it is an option, not the default.
 
     Forward: feats (B, C, H/4, W/4), stem (B, C_stem, H/2, W/2) → (B, channels, H/2, W/2).
     """
@@ -195,7 +197,8 @@ class CorDANet(InputNormalization, nn.Module):
             dilation) with a decoder head, whose detail comes from the 1/4 skip.
         head: ``"deeplabv2"`` (the paper) or ``"decoder4"`` (ours: :class:`SkipDecoder` to 1/4 resolution,
             then the task branches and 1×1 classifiers there; ``initial_seg_head="aspp"`` becomes a 1×1 conv
-            on the decoder output, the counterpart of "on the raw features").
+            on the decoder output, the counterpart of "on the raw features"), or ``"decoder2"`` (decoder4 plus
+            :class:`SemanticRefine`: ``S`` at 1/2 as the upsampled 1/4 logits plus a zero-initialised correction).
         decoder_channels: width of the decoder4 output.
         init: ``"deeplab"`` = every conv N(0, conv_init_std²) (§1.6, meant for new heads on a pretrained
             backbone); ``"kaiming"`` = He-normal (fan_out) convs and N(0, 0.01²) final classifiers, for
@@ -243,7 +246,7 @@ class CorDANet(InputNormalization, nn.Module):
         if init not in ("deeplab", "kaiming"):
             raise ConfigError(f"init must be 'deeplab' or 'kaiming', got {init!r}")
         if output_stride == 32 and head not in DECODER_HEADS:
-            raise ConfigError("model.output_stride 32 needs a decoder head (model.head: decoder4): the deeplabv2 "
+            raise ConfigError("model.output_stride 32 needs a decoder head (model.head: decoder4 or decoder2): the deeplabv2 "
                               "head would predict at 1/32")
         self.head = head
         # DACS (depth=False) has a single head: no separate initial (deep-supervision) prediction.
