@@ -117,7 +117,10 @@ def main() -> None:
         if args.adabn:  # as the evaluate stage: its first evaluate.adabn_items target train images, whole, in order
             from corda.adabn import adabn_batches, target_bn_statistics
 
-            items = int(p["evaluate"]["adabn_items"]) or 64
+            from stages.evaluate import EvalConfig
+
+            # the params' count; presets that switch the row off (0) get the stage's default count
+            items = section(p, "evaluate", EvalConfig).adabn_items or EvalConfig().adabn_items
             adapted = target_bn_statistics(student, adabn_batches(splits["target_train"], items, 16,
                                                                   tcfg.target_resize_hw, device))
             adabn = round(score(adapted)[0], 1)
