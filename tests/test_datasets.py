@@ -299,3 +299,22 @@ def test_validate_index_passes_on_good_data_and_respects_max_items(cs, syn_copy)
     assert validate_index(idx, max_items=1) == 1  # the bad second item is not opened
     with pytest.raises(DataError, match="0000001.png"):
         validate_index(idx)
+
+
+def test_tuning_split_and_training_part_partition_target_train():
+    # The oracle scored on the tuning split must never train on it (benchmarks/tune.py, issue 17).
+    from corda.data.manifest import training_part, tuning_split
+
+    names = [f"c_{i:06d}" for i in range(7)]
+    idx = DatasetIndex("cityscapes", "r", "train", names,
+                       {"image": [f"img/{n}.png" for n in names], "label": [f"lab/{n}.png" for n in names]},
+                       incomplete={"right": 2})
+    tune, rest = tuning_split(idx, 3), training_part(idx, 3)
+    assert tune.names == names[-3:] and rest.names == names[:-3]
+    for part in (tune, rest):
+        assert part.paths["image"] == [f"img/{n}.png" for n in part.names]
+        assert part.paths["label"] == [f"lab/{n}.png" for n in part.names]
+    assert tuning_split(idx, 50).names == names and training_part(idx, 50).names == []
+    unlabelled = DatasetIndex("cityscapes", "r", "train", names, {"image": idx.paths["image"]})
+    with pytest.raises(DataError, match="no labels"):
+        tuning_split(unlabelled, 3)

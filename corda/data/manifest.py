@@ -47,24 +47,22 @@ def class_set_name(manifest: dict) -> str:
 TUNING_ITEMS = 200
 
 
-def tuning_split(target_train, n: int = TUNING_ITEMS):
-    """The labelled tuning split: the last ``n`` items of the target train :class:`DatasetIndex`."""
+def _take(index, part: slice):
+    """``index`` restricted to the items in ``part`` (names and every field's paths alike)."""
     import dataclasses
 
+    return dataclasses.replace(index, names=index.names[part],
+                               paths={f: rels[part] for f, rels in index.paths.items()}, incomplete={})
+
+
+def tuning_split(target_train, n: int = TUNING_ITEMS):
+    """The labelled tuning split: the last ``n`` items of the target train :class:`DatasetIndex`."""
     if not target_train.has("label"):
         raise DataError("the target train split has no labels: a tuning split needs them")
-    k = min(n, len(target_train))
-    return dataclasses.replace(target_train, names=target_train.names[-k:],
-                               paths={f: rels[-k:] for f, rels in target_train.paths.items()},
-                               incomplete={})
+    return _take(target_train, slice(len(target_train) - min(n, len(target_train)), None))
 
 
 def training_part(target_train, n: int = TUNING_ITEMS):
     """The target train items outside :func:`tuning_split` (what a labelled model may train on when it is
     scored on the tuning split)."""
-    import dataclasses
-
-    k = max(len(target_train) - min(n, len(target_train)), 0)
-    return dataclasses.replace(target_train, names=target_train.names[:k],
-                               paths={f: rels[:k] for f, rels in target_train.paths.items()},
-                               incomplete={})
+    return _take(target_train, slice(0, len(target_train) - min(n, len(target_train))))

@@ -326,7 +326,7 @@ class CorDANet(InputNormalization, nn.Module):
 
     def _semantic(self, feats: torch.Tensor, stem: torch.Tensor | None) -> torch.Tensor:
         s = self.head_s(feats)
-        if stem is None:
+        if self.head != "decoder2":
             return s
         # decoder2: the 1/4 logits upsampled, plus a correction from the stem's 1/2 grid that starts at zero.
         up = F.interpolate(s, size=stem.shape[-2:], mode="bilinear", align_corners=True)
@@ -337,8 +337,6 @@ class CorDANet(InputNormalization, nn.Module):
         if self.head in DECODER_HEADS:
             stem, low, high = self.backbone.forward_pyramid(self.normalize(images))
             feats = self.decoder(high, low)
-            if self.head == "decoder4":
-                stem = None
         else:
             feats = self.backbone(self.normalize(images))
         if not self.depth:
