@@ -9,8 +9,9 @@ times each phase of a step:
 * backward, the optimizer step (AdamW/SGD as `train.optimizer`) and the EMA teacher update,
 
 for source_only, oracle, dacs and corda, with the median over `--steps` steps after `--warmup`. The first row of
-each method is the params' network in NCHW at the thread count torch picks (whatever `train.channels_last`
-says); the others vary one thing: channels_last, one thread, and with `--model KEY=VALUE` another network
+each method is the params' network in NCHW and fp32 at the thread count torch picks (whatever
+`train.channels_last` and `train.precision` say); the others vary one or two things: channels_last, one thread,
+bf16 autocast (the CPU's AVX512-BF16 path, where it has one), and with `--model KEY=VALUE` another network
 (e.g. `head=decoder2`, `output_stride=16`; with and without channels_last). With
 `--data` (a repository after `dvc repro data depth_maps`) it also times loading one step's batches from disk.
 Ratios are against the first (NCHW) row of the same method measured in the same run.
@@ -50,10 +51,12 @@ def batches(tcfg, gen: torch.Generator, labels_on_target: bool):
     return src, tgt
 
 
-def time_method(method: str, mcfg, tcfg, steps: int, warmup: int, channels_last: bool) -> dict[str, float]:
-    """Median milliseconds per phase of one step of ``method``."""
+def time_method(method: str, mcfg, tcfg, steps: int, warmup: int, channels_last: bool,
+                precision: str = "fp32") -> dict[str, float]:
+    """Median milliseconds per phase of one step of ``method`` (forward and losses under ``precision``'s autocast,
+    as :func:`corda.seg.run.train_segmentation` runs them)."""
     from corda.methods import get_method
-    from corda.precision import to_layout
+    from corda.precision import autocast, to_layout
     from corda.seg.run import build_optimizer, make_student_teacher, seg_config
     from corda.seg.step import train_step
     from corda.uda import ema_update
@@ -69,7 +72,8 @@ def time_method(method: str, mcfg, tcfg, steps: int, warmup: int, channels_last:
     phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": [], "ema": []}
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        out = train_step(student, teacher, src, tgt, cfg, i, gen)
+        with autocast(precision, device):
+            out = train_step(student, teacher, src, tgt, cfg, i, gen)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -140,15 +144,17 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for method in args.methods:
         base = None
-        variants = [("NCHW", mcfg, False, threads), ("channels_last", mcfg, True, threads),
-                    ("1 thread", mcfg, False, 1)]
+        variants = [("NCHW", mcfg, False, threads, "fp32"), ("channels_last", mcfg, True, threads, "fp32"),
+                    ("1 thread", mcfg, False, 1, "fp32"), ("bf16 autocast", mcfg, False, threads, "bf16"),
+                    ("bf16 autocast, channels_last", mcfg, True, threads, "bf16"),
+                    ("bf16 autocast, channels_last, 1 thread", mcfg, True, 1, "bf16")]
         for item in args.model:
             key, _, value = item.partition("=")
             other = dataclasses.replace(mcfg, **{key: yaml.safe_load(value)})
-            variants += [(item, other, False, threads), (f"{item}, channels_last", other, True, threads)]
-        for variant, mcfg_v, cl, nthreads in variants:
+            variants += [(item, other, False, threads, "fp32"), (f"{item}, channels_last", other, True, threads, "fp32")]
+        for variant, mcfg_v, cl, nthreads, precision in variants:
             torch.set_num_threads(nthreads)
-            r = time_method(method, mcfg_v, tcfg, args.steps, args.warmup, cl)
+            r = time_method(method, mcfg_v, tcfg, args.steps, args.warmup, cl, precision)
             torch.set_num_threads(threads)
             base = base or r["step"]
             print(f"| {method} | {variant} | {r['forward']:.0f} | {r['backward']:.0f} | {r['optimizer']:.0f} | "

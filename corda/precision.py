@@ -24,7 +24,11 @@ against the launch overhead that dominates a batch-2 step; ``max-autotune`` also
 first steps pay the compilation (minutes for ResNet-101), a new input shape (evaluation's full images)
 compiles once more. Only ``default`` was exercised here (CPU, inductor); the GPU modes are unmeasured.
 
-On the CPU the TF32 and cuDNN switches do nothing; bf16 autocast works there (slowly, for tests).
+On the CPU the TF32 and cuDNN switches do nothing. bf16 autocast runs oneDNN's bf16 kernels where the CPU has
+AVX512-BF16 or AMX: there a step of the embedded default is 1.5-1.8x faster than fp32 (issue 17,
+``benchmarks/default_step.py``), which is why the embedded default uses it. Without them bf16 is emulated and can
+be slower than fp32; :func:`configure_backends` then warns (it never switches the precision itself: the choice
+changes float results, so it stays the params' decision).
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ def configure_backends(precision: Precision, device: torch.device) -> None:
     """Set the process-wide TF32 and cuDNN switches for ``precision`` (no-op off CUDA)."""
     if precision not in ("fp32", "tf32", "bf16"):
         raise ValueError(f"precision must be fp32, tf32 or bf16, got {precision!r}")
+    if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+        log.warning("train.precision bf16 on a CPU without AVX512-BF16 or AMX runs emulated and may be slower than "
+                    "fp32: set train.precision: fp32 for speed (results then differ in float rounding)")
     if device.type != "cuda":
         return
     fast = precision != "fp32"
@@ -54,6 +61,13 @@ def configure_backends(precision: Precision, device: torch.device) -> None:
         torch.backends.cudnn.deterministic = False
     log.info("precision %s: TF32 %s, cudnn.benchmark %s", precision, "on" if fast else "off",
              "on" if fast else "off")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); True where torch cannot tell."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [p for p in probes if p is not None]
+    return not probes or any(p() for p in probes)
 
 
 def autocast(precision: Precision, device: torch.device) -> ContextManager:

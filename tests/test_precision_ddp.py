@@ -335,3 +335,21 @@ def test_ddp_student_survives_two_forwards_before_one_backward(tmp_path):
     # Each rank keeps its own buffers (corda.distributed's documented BatchNorm semantics): a broadcast of
     # rank 0's would have overwritten rank 1's, on any torch version.
     assert torch.all(r0["s"] == 1.0) and torch.all(r1["s"] == 2.0)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_keeps_the_precision(monkeypatch, caplog):
+    # The embedded default trains in bf16 (fast on AVX512-BF16); elsewhere the user must learn why it is slow.
+    import logging
+
+    from corda import precision as P
+
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.WARNING, logger="corda.precision"):
+        monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: True)
+        P.configure_backends("bf16", cpu)
+        assert not caplog.records
+        monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: False)
+        P.configure_backends("fp32", cpu)
+        assert not caplog.records
+        P.configure_backends("bf16", cpu)
+    assert len(caplog.records) == 1 and "train.precision: fp32" in caplog.records[0].getMessage()
