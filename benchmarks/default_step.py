@@ -151,7 +151,8 @@ def main() -> None:
         for item in args.model:
             key, _, value = item.partition("=")
             other = dataclasses.replace(mcfg, **{key: yaml.safe_load(value)})
-            variants += [(item, other, False, threads, "fp32"), (f"{item}, channels_last", other, True, threads, "fp32")]
+            variants += [(item, other, False, threads, "fp32"),
+                         (f"{item}, channels_last", other, True, threads, "fp32")]
         for variant, mcfg_v, cl, nthreads, precision in variants:
             torch.set_num_threads(nthreads)
             r = time_method(method, mcfg_v, tcfg, args.steps, args.warmup, cl, precision)
