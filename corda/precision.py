@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 
 def configure_backends(precision: Precision, device: torch.device) -> None:
-    """Set the process-wide TF32 and cuDNN switches for ``precision`` (no-op off CUDA)."""
+    """Set the process-wide TF32 and cuDNN switches for ``precision`` (CUDA only); on a CPU without native bf16,
+    warn that ``bf16`` is emulated."""
     if precision not in ("fp32", "tf32", "bf16"):
         raise ValueError(f"precision must be fp32, tf32 or bf16, got {precision!r}")
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
