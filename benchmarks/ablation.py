@@ -84,7 +84,8 @@ def main() -> None:
             mcfg = dataclasses.replace(mcfg0, **mover)
             tcfg = dataclasses.replace(tcfg0, seed=seed, eval_every=0, **tover,
                                        **({"precision": args.precision} if args.precision else {}),
-                                       **({"iterations": args.iterations} if args.iterations else {}))
+                                       **({"iterations": args.iterations, "oracle_iterations": None}
+                                          if args.iterations else {})).for_method(method)
             set_seeds(seed)
             src, tgt, val = seg_datasets(splits, tcfg, exact_dir if exact else Path("depth"),
                                          with_target_labels=get_method(method).target_ground_truth)
@@ -131,7 +132,9 @@ def main() -> None:
                + (f", grad clip {tcfg0.grad_clip:g}" if tcfg0.grad_clip else ", no grad clip"))
     section = (f"{heading} (`python benchmarks/ablation.py {flags}`)\n\n"
                f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
-               f"{tcfg0.iterations if not args.iterations else args.iterations} iterations.\n\n{table}\n")
+               f"{tcfg0.iterations if not args.iterations else args.iterations} iterations"
+               + (f" (the oracle {tcfg0.oracle_iterations})" if tcfg0.oracle_iterations and not args.iterations
+                  else "") + f".\n\n{table}\n")
     write_section(Path(args.out), heading + " (", section)
 
 

@@ -76,7 +76,7 @@ def main() -> None:
     p = apply_sets(load_params("params.yaml"), args.sets)
     mcfg, tcfg0 = section(p, "model", ModelConfig), section(p, "train", TrainConfig)
     over = {"eval_every": 0, **({"seed": args.seed} if args.seed is not None else {}),
-            **({"iterations": args.iterations} if args.iterations else {})}
+            **({"iterations": args.iterations, "oracle_iterations": None} if args.iterations else {})}
     tcfg = dataclasses.replace(tcfg0, **over)
     device = resolve_device(tcfg.device)
     splits = load_splits("data/manifest.json")
@@ -95,7 +95,7 @@ def main() -> None:
         method, mover, tover, exact = VARIANTS.get(name, (name, {}, {}, False))
         if exact:
             raise SystemExit(f"{name}: run it with benchmarks/ablation.py")
-        mcfg_v, tcfg_v = dataclasses.replace(mcfg, **mover), dataclasses.replace(tcfg, **tover)
+        mcfg_v, tcfg_v = dataclasses.replace(mcfg, **mover), dataclasses.replace(tcfg, **tover).for_method(method)
         set_seeds(tcfg.seed)
         train_splits = splits
         if args.split == "tune" and get_method(method).target_ground_truth:
@@ -124,7 +124,7 @@ def main() -> None:
             adapted = target_bn_statistics(student, adabn_batches(splits["target_train"], items, 16,
                                                                   tcfg.target_resize_hw, device))
             adabn = round(score(adapted)[0], 1)
-        row = {"tag": args.tag, "method": name, "seed": tcfg.seed, "iterations": tcfg.iterations,
+        row = {"tag": args.tag, "method": name, "seed": tcfg.seed, "iterations": tcfg_v.iterations,
                "split": args.split, "sets": args.sets, "miou": round(miou, 1), "per_class": per_class,
                "teacher_miou": None if t_miou is None else round(t_miou, 1), "teacher_per_class": t_per_class,
                "adabn_miou": adabn, "seconds": round(seconds), "threads": torch.get_num_threads()}

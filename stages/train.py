@@ -43,6 +43,7 @@ def main(
 
     method = Method(method).value  # typer gives the enum; a direct call may pass the string
     mcfg, tcfg = stage_configs(params, manifest, model=ModelConfig, train=TrainConfig)
+    tcfg = tcfg.for_method(method)  # the saved config records the steps this method ran
     out_model = Path("models") / f"{method}.pt"
     out_live = Path("dvclive") / f"train_{method}"
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.

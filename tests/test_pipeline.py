@@ -64,6 +64,13 @@ def test_repro_writes_every_artefact(smoke_repo):
         assert (smoke_repo / p).is_file(), p
     # train.grad_clip (set in the smoke params) reaches the shared loop, which then logs the pre-clip norm.
     assert "grad_norm" in json.loads((smoke_repo / "dvclive/train_corda/metrics.json").read_text())["train"]
+    # train.oracle_iterations (8 in the smoke params) is the oracle's step count; the other methods run iterations
+    import torch
+
+    ran = {m: torch.load(smoke_repo / f"models/{m}.pt", map_location="cpu", weights_only=False)
+           for m in ("oracle", "corda")}
+    assert [ran[m]["train_config"]["iterations"] for m in ("oracle", "corda")] == [8, 6]
+    assert [ran[m]["history"][-1]["step"] for m in ("oracle", "corda")] == [8, 6]
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
     assert {"data", "depth_pretrain", "depth_maps", "train_corda", "pseudo_labels", "self_train",
             "evaluate"} <= set(lock["stages"])
@@ -89,6 +96,19 @@ def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
     assert "train_corda" in changed
     assert not changed & {"data", "depth_pretrain", "depth_maps", "train_source_only", "train_dacs", "train_oracle"}
     # Downstream stages depend on models/corda.pt, so DVC re-runs them once train_corda has.
+
+
+@pytest.mark.slow
+def test_oracle_iterations_rerun_only_the_oracle(smoke_repo):
+    params = smoke_repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("oracle_iterations: 8 ", "oracle_iterations: 9 "))
+        assert params.read_text() != original
+        changed = set(json.loads(_run(DVC + ["status", "--json"], smoke_repo).stdout))
+    finally:
+        params.write_text(original)
+    assert changed == {"train_oracle"}, changed
 
 
 @pytest.mark.slow

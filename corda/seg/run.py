@@ -157,6 +157,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     Returns:
         the student (unwrapped), the teacher and the trainer (its history averaged over the ranks).
     """
+    tcfg = tcfg.for_method(method)  # the oracle's own step count (train.oracle_iterations)
     if dist.world_size != tcfg.devices:
         log.warning("train.devices=%d but running as %d processes", tcfg.devices, dist.world_size)
     # The global batches must split evenly over the ranks (also checked by TrainConfig for train.devices).
