@@ -2,6 +2,7 @@
 
     python benchmarks/tune.py --split val --seed 1 --tag v2 ...   # one line per run in benchmarks/tune_log.jsonl
     python benchmarks/properties.py --tag v2 --split val          # mean ± std per method, then the checks
+    python benchmarks/properties.py --tag v4-seeds v5-seeds --log benchmarks/v5_seeds_log.jsonl  # v5 re-ran some
 
 Properties of a useful benchmark (issue 17), checked on the student's target mIoU:
     the oracle reaches ≥ 75 mIoU with every class ≥ 30 IoU;
@@ -24,13 +25,18 @@ import numpy as np
 CLASSES = ("road", "sidewalk", "building", "pole", "traffic sign", "vegetation", "terrain", "sky", "person", "car")
 
 
-def load(path: Path, tag: str, split: str) -> dict[str, list[dict]]:
-    """{method: [run rows]} for one tag and split; a later run of the same (method, seed) replaces an earlier."""
-    runs: dict[tuple[str, int], dict] = {}
+def load(path: Path, tags: list[str], split: str) -> dict[str, list[dict]]:
+    """{method: [run rows]} for the tags and one split. A run of the same (method, seed) under a later tag of
+    ``tags`` replaces an earlier tag's (a study that re-ran one method), and a later line an earlier one."""
+    runs: dict[tuple[str, int], tuple[int, dict]] = {}
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        if row["tag"] == tag and row["split"] == split:
-            runs[(row["method"], row["seed"])] = row
+        if row["tag"] in tags and row["split"] == split:
+            rank = tags.index(row["tag"])
+            key = (row["method"], row["seed"])
+            if key not in runs or runs[key][0] <= rank:
+                runs[key] = (rank, row)
+    runs = {k: row for k, (_, row) in runs.items()}
     out: dict[str, list[dict]] = defaultdict(list)
     for (method, _), row in sorted(runs.items(), key=lambda kv: kv[0][1]):
         out[method].append(row)
@@ -83,7 +89,8 @@ def checks(by: dict[str, list[dict]]) -> list[tuple[str, str, bool | None]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log", default="benchmarks/tune_log.jsonl")
-    ap.add_argument("--tag", required=True)
+    ap.add_argument("--tag", nargs="+", required=True,
+                    help="one or more tags; a later tag's run of a (method, seed) replaces an earlier tag's")
     ap.add_argument("--split", choices=["tune", "val"], default="val")
     ap.add_argument("--score", choices=["miou", "adabn_miou"], default="miou",
                     help="the student's mIoU with its own BN statistics, or with statistics re-estimated on target "
@@ -93,7 +100,7 @@ def main() -> None:
     SCORE = args.score
     by = load(Path(args.log), args.tag, args.split)
     if not by:
-        raise SystemExit(f"{args.log}: no runs with tag {args.tag!r} on split {args.split!r}")
+        raise SystemExit(f"{args.log}: no runs with tag {' '.join(args.tag)!r} on split {args.split!r}")
     print(f"| method | seeds | student {SCORE} | EMA teacher | {' | '.join(CLASSES)} |")
     print("|---|---:|---:|---:|" + "---:|" * len(CLASSES))
     for method, rows in by.items():

@@ -21,7 +21,7 @@ def test_checks_over_seeds_and_missing_runs(tmp_path):
             _row("dacs", 1, 99.0, split="tune"), _row("oracle", 1, 10.0, tag="other")]
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in rows))
-    by = load(log, "t", "val")
+    by = load(log, ["t"], "val")
     assert sorted(by) == ["dacs", "oracle", "source_only"]
     result = {goal: met for goal, _, met in checks(by)}
     assert result["oracle ≥ 75 mIoU"] is True  # mean 79
@@ -35,6 +35,17 @@ def test_a_weak_oracle_class_fails_the_check(tmp_path):
     rows = [_row("oracle", 1, 80.0, [80.0] * 9 + [25.0]), _row("oracle", 2, 80.0, [80.0] * 9 + [30.0])]
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in rows))
-    result = {goal: (measured, met) for goal, measured, met in checks(load(log, "t", "val"))}
+    result = {goal: (measured, met) for goal, measured, met in checks(load(log, ["t"], "val"))}
     assert result["every oracle class ≥ 30 IoU"] == ("lowest: car 27.5", False)
     assert result["source_only keeps 30–60 % of the oracle"][1] is None
+
+
+def test_a_later_tag_replaces_an_earlier_tags_run_of_the_same_method_and_seed(tmp_path):
+    """A study that re-ran one method (the oracle's longer schedule) reuses the others' runs of an earlier tag."""
+    rows = [_row("oracle", 1, 60.0, tag="v4"), _row("oracle", 2, 62.0, tag="v4"), _row("dacs", 1, 40.0, tag="v4"),
+            _row("oracle", 1, 78.0, tag="v5"), _row("oracle", 2, 76.0, tag="v5"), _row("oracle", 3, 1.0, tag="v")]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in rows))
+    by = load(log, ["v4", "v5"], "val")
+    assert [r["miou"] for r in by["oracle"]] == [78.0, 76.0] and [r["miou"] for r in by["dacs"]] == [40.0]
+    assert [r["miou"] for r in load(log, ["v5", "v4"], "val")["oracle"]] == [60.0, 62.0]
