@@ -55,14 +55,19 @@ def _take(index, part: slice):
                                paths={f: rels[part] for f, rels in index.paths.items()}, incomplete={})
 
 
+def _tuning_start(target_train, n: int) -> int:
+    """Where the tuning split (the last ``n`` items, or all of a shorter split) begins."""
+    return len(target_train) - min(n, len(target_train))
+
+
 def tuning_split(target_train, n: int = TUNING_ITEMS):
     """The labelled tuning split: the last ``n`` items of the target train :class:`DatasetIndex`."""
     if not target_train.has("label"):
         raise DataError("the target train split has no labels: a tuning split needs them")
-    return _take(target_train, slice(len(target_train) - min(n, len(target_train)), None))
+    return _take(target_train, slice(_tuning_start(target_train, n), None))
 
 
 def training_part(target_train, n: int = TUNING_ITEMS):
     """The target train items outside :func:`tuning_split` (what a labelled model may train on when it is
     scored on the tuning split)."""
-    return _take(target_train, slice(0, len(target_train) - min(n, len(target_train))))
+    return _take(target_train, slice(0, _tuning_start(target_train, n)))
