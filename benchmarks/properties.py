@@ -2,7 +2,8 @@
 
     python benchmarks/tune.py --split val --seed 1 --tag v2 ...   # one line per run in benchmarks/tune_log.jsonl
     python benchmarks/properties.py --tag v2 --split val          # mean ± std per method, then the checks
-    python benchmarks/properties.py --tag v4-seeds v5-seeds --log benchmarks/v5_seeds_log.jsonl  # v5 re-ran some
+    # several tags: a later tag's run of a (method, seed) replaces an earlier's (session 11 re-ran the oracle)
+    python benchmarks/properties.py --tag v4-seeds v5-seeds --log benchmarks/v4_seeds_log.jsonl
 
 Properties of a useful benchmark (issue 17), checked on the student's target mIoU:
     the oracle reaches ≥ 75 mIoU with every class ≥ 30 IoU;
