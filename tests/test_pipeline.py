@@ -82,17 +82,21 @@ def test_second_repro_is_a_noop(smoke_repo):
     assert "changed" not in res.stdout and "modified" not in res.stdout, res.stdout
 
 
-@pytest.mark.slow
-def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
+def _stages_changed_by(smoke_repo, old: str, new: str) -> set[str]:
+    """The stages `dvc status` lists once params.yaml's text ``old`` reads ``new`` (the file is restored)."""
     params = smoke_repo / "params.yaml"
     original = params.read_text()
     try:
-        params.write_text(original.replace("lambda_depth: 0.01 ", "lambda_depth: 0.05 "))
+        params.write_text(original.replace(old, new))
         assert params.read_text() != original
-        out = _run(DVC + ["status", "--json"], smoke_repo).stdout
-        changed = set(json.loads(out))
+        return set(json.loads(_run(DVC + ["status", "--json"], smoke_repo).stdout))
     finally:
         params.write_text(original)
+
+
+@pytest.mark.slow
+def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
+    changed = _stages_changed_by(smoke_repo, "lambda_depth: 0.01 ", "lambda_depth: 0.05 ")
     assert "train_corda" in changed
     assert not changed & {"data", "depth_pretrain", "depth_maps", "train_source_only", "train_dacs", "train_oracle"}
     # Downstream stages depend on models/corda.pt, so DVC re-runs them once train_corda has.
@@ -100,14 +104,7 @@ def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
 
 @pytest.mark.slow
 def test_oracle_iterations_rerun_only_the_oracle(smoke_repo):
-    params = smoke_repo / "params.yaml"
-    original = params.read_text()
-    try:
-        params.write_text(original.replace("oracle_iterations: 8 ", "oracle_iterations: 9 "))
-        assert params.read_text() != original
-        changed = set(json.loads(_run(DVC + ["status", "--json"], smoke_repo).stdout))
-    finally:
-        params.write_text(original)
+    changed = _stages_changed_by(smoke_repo, "oracle_iterations: 8 ", "oracle_iterations: 9 ")
     assert changed == {"train_oracle"}, changed
 
 
