@@ -133,8 +133,9 @@ def main() -> None:
     section = (f"{heading} (`python benchmarks/ablation.py {flags}`)\n\n"
                f"Target-val mIoU (%) on the embedded benchmark, params.yaml at the time of the run, "
                f"{tcfg0.iterations if not args.iterations else args.iterations} iterations"
-               + (f" (the oracle {tcfg0.oracle_iterations})" if tcfg0.oracle_iterations and not args.iterations
-                  else "") + f".\n\n{table}\n")
+               + (f" (the oracle {tcfg0.oracle_iterations})"
+                  if tcfg0.oracle_iterations and not args.iterations and "oracle" in args.variants else "")
+               + f".\n\n{table}\n")
     write_section(Path(args.out), heading + " (", section)
 
 
