@@ -42,7 +42,9 @@ def main() -> None:
     for name in ("data", "depth"):
         if not (work / name).exists():
             (work / name).symlink_to(ROOT / name)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    from stages.common import load_params
+
+    params = load_params(ROOT / "params.yaml")
     params["train"]["seed"] = args.seed
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -53,42 +55,31 @@ def main() -> None:
 
     import torch
 
-    from corda.adabn import adabn_batches, target_bn_statistics
-    from corda.data.datasets import SegDepthDataset
+    from benchmarks.tune import adabn_score, scorer
     from corda.data.manifest import class_set_name, load_manifest, load_splits
     from corda.device import resolve_device
-    from corda.inference import confusion_over, iterate_batches
     from corda.labels import CLASS_SETS
+    from corda.seg.config import ModelConfig, TrainConfig
     from corda.seg.run import load_model
     from stages.common import section
-    from stages.evaluate import EvalConfig
 
     device = resolve_device("auto")
     manifest = ROOT / "data" / "manifest.json"
     splits, class_set = load_splits(manifest), CLASS_SETS[class_set_name(load_manifest(manifest))]
-    resize = params["train"]["target_resize_hw"]
-    resize = tuple(resize) if resize else None
-    val = SegDepthDataset(splits["target_val"], ("image", "label"), resize, None, seed=0)
-    items = section(params, "evaluate", EvalConfig).adabn_items or EvalConfig().adabn_items
-    num_classes = params["model"]["num_classes"]
-
-    def score(model) -> tuple[float, list[float]]:
-        cm = confusion_over(model, iterate_batches(val, 32), num_classes, device)
-        iou = cm.iou()
-        return round(100 * float(cm.miou(class_set)), 1), [round(100 * float(iou[c]), 1) for c in class_set]
-
+    resize = section(params, "train", TrainConfig).target_resize_hw
+    num_classes = section(params, "model", ModelConfig).num_classes
+    score = scorer(splits["target_val"], num_classes, class_set, resize, device)
     for method, path in (("corda", "models/corda.pt"), ("corda_round2", "models/corda_round2.pt")):
         model, _ = load_model(work / path, device)
         miou, per_class = score(model)
-        batches = adabn_batches(splits["target_train"], items, 16, resize, device)
-        adapted = target_bn_statistics(model, batches)
         row = {"tag": args.tag, "method": method, "seed": args.seed, "split": "val", "sets": [],
-               "miou": miou, "per_class": per_class, "teacher_miou": None, "teacher_per_class": None,
-               "adabn_miou": score(adapted)[0], "threads": torch.get_num_threads()}
+               "miou": round(miou, 1), "per_class": per_class, "teacher_miou": None,
+               "teacher_per_class": None,
+               "adabn_miou": adabn_score(model, score, params, splits["target_train"], resize, device),
+               "threads": torch.get_num_threads()}
         print(json.dumps(row), flush=True)
         with open(ROOT / args.log, "a") as f:
             f.write(json.dumps(row) + "\n")
-
 
 if __name__ == "__main__":
     main()

@@ -43,6 +43,34 @@ def apply_sets(p: dict, sets: list[str]) -> dict:
     return p
 
 
+def scorer(index, num_classes: int, class_set, resize_hw, device):
+    """``score(model) -> (mIoU %, per-class IoU %)`` on the labelled items of ``index``, whole images in order."""
+    from corda.data.datasets import SegDepthDataset
+    from corda.inference import confusion_over, iterate_batches
+
+    scored = SegDepthDataset(index, ("image", "label"), resize_hw, None, seed=0)
+
+    def score(model) -> tuple[float, list[float]]:
+        cm = confusion_over(model, iterate_batches(scored, 32), num_classes, device)
+        iou = cm.iou()
+        return 100 * float(cm.miou(class_set)), [round(100 * float(iou[c]), 1) for c in class_set]
+
+    return score
+
+
+def adabn_score(model, score, params: dict, target_train, resize_hw, device) -> float:
+    """``score`` of ``model`` with BN statistics from the first ``evaluate.adabn_items`` target train images, as
+    the evaluate stage's target-statistics row (a diagnostic of the source/target statistics confound)."""
+    from corda.adabn import adabn_batches, target_bn_statistics
+    from stages.common import section
+    from stages.evaluate import EvalConfig
+
+    # the params' count; presets that switch the row off (0) get the stage's default count
+    items = section(params, "evaluate", EvalConfig).adabn_items or EvalConfig().adabn_items
+    adapted = target_bn_statistics(model, adabn_batches(target_train, items, 16, resize_hw, device))
+    return round(score(adapted)[0], 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="+", default=["oracle", "source_only", "dacs", "corda"],
@@ -62,8 +90,6 @@ def main() -> None:
     import torch
 
     from corda.data.manifest import class_set_name, load_manifest, load_splits, training_part, tuning_split
-    from corda.data.datasets import SegDepthDataset
-    from corda.inference import confusion_over, iterate_batches
     from corda.labels import CLASS_SETS
     from corda.log import setup_logging
     from corda.methods import get_method
@@ -82,12 +108,7 @@ def main() -> None:
     splits = load_splits("data/manifest.json")
     class_set = CLASS_SETS[class_set_name(load_manifest("data/manifest.json"))]
     index = tuning_split(splits["target_train"]) if args.split == "tune" else splits["target_val"]
-    scored = SegDepthDataset(index, ("image", "label"), tcfg.target_resize_hw, None, seed=0)
-
-    def score(model) -> tuple[float, list[float]]:
-        cm = confusion_over(model, iterate_batches(scored, 32), mcfg.num_classes, device)
-        iou = cm.iou()
-        return 100 * float(cm.miou(class_set)), [round(100 * float(iou[c]), 1) for c in class_set]
+    score = scorer(index, mcfg.num_classes, class_set, tcfg.target_resize_hw, device)
 
     from benchmarks.ablation import VARIANTS
 
@@ -95,7 +116,8 @@ def main() -> None:
         method, mover, tover, exact = VARIANTS.get(name, (name, {}, {}, False))
         if exact:
             raise SystemExit(f"{name}: run it with benchmarks/ablation.py")
-        mcfg_v, tcfg_v = dataclasses.replace(mcfg, **mover), dataclasses.replace(tcfg, **tover).for_method(method)
+        mcfg_v = dataclasses.replace(mcfg, **mover)
+        tcfg_v = dataclasses.replace(tcfg, **tover).for_method(method)
         set_seeds(tcfg.seed)
         train_splits = splits
         if args.split == "tune" and get_method(method).target_ground_truth:
@@ -113,17 +135,8 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         miou, per_class = score(student)
         t_miou, t_per_class = score(teacher) if teacher is not None else (None, None)
-        adabn = None
-        if args.adabn:  # as the evaluate stage: its first evaluate.adabn_items target train images, whole, in order
-            from corda.adabn import adabn_batches, target_bn_statistics
-
-            from stages.evaluate import EvalConfig
-
-            # the params' count; presets that switch the row off (0) get the stage's default count
-            items = section(p, "evaluate", EvalConfig).adabn_items or EvalConfig().adabn_items
-            adapted = target_bn_statistics(student, adabn_batches(splits["target_train"], items, 16,
-                                                                  tcfg.target_resize_hw, device))
-            adabn = round(score(adapted)[0], 1)
+        adabn = (adabn_score(student, score, p, splits["target_train"], tcfg.target_resize_hw, device)
+                 if args.adabn else None)
         row = {"tag": args.tag, "method": name, "seed": tcfg.seed, "iterations": tcfg_v.iterations,
                "split": args.split, "sets": args.sets, "miou": round(miou, 1), "per_class": per_class,
                "teacher_miou": None if t_miou is None else round(t_miou, 1), "teacher_per_class": t_per_class,
