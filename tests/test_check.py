@@ -61,7 +61,7 @@ def test_check_item_collects_every_problem(tmp_path):
     assert problems == {
         "r.png": "right image is 8x8 but its image is 8x16",
         "l.png": "label map is 3-channel uint8; one channel of ids (PNG mode L or P) is needed",
-        "d.png": "disparity PNG is single-channel uint8; a single-channel 16-bit (uint16) PNG is expected",
+        "d.png": "disparity PNG is single-channel uint8; a 16-bit (uint16) PNG, single-channel or RGB, is expected",
         "c.json": "camera JSON lacks ['intrinsic.fy', 'intrinsic.u0', 'intrinsic.v0'] "
                   "(expected the Cityscapes camera format)"}
 

@@ -91,6 +91,65 @@ def test_bilinear_depth_resize_is_cv2_inter_linear_and_blends_invalid():
     assert set(np.unique(near).tolist()) == {1.0, 5.0}
 
 
+def test_nearest_cv2_takes_source_row_floor_y_in_over_out():
+    """cv2 INTER_NEAREST (the original's SYNTHIA depth resize, 760 → 720 rows): row floor(y·in/out), not PIL's
+    floor((y + ½)·in/out); the two rules disagree on half of the output rows."""
+    a = (np.arange(760, dtype=np.float32)[:, None] * 2000 + np.arange(1280, dtype=np.float32)).astype(np.float32)
+    out = resize_depth(a, (720, 1280), "nearest_cv2")
+    rows = [y * 760 // 720 for y in range(720)]  # integer floor: cv2's rule
+    np.testing.assert_array_equal(out, a[rows])
+    pil = resize_depth(a, (720, 1280), "nearest")
+    assert (out[:, 0] != pil[:, 0]).sum() == 360  # half of the rows move to the next source row
+    # columns too (1280 → 1024): floor(x·1280/1024)
+    out = resize_depth(a, (760, 1024), "nearest_cv2")
+    np.testing.assert_array_equal(out[0], a[0, [x * 1280 // 1024 for x in range(1024)]])
+
+
+def test_synthia_presets_resize_depth_with_cv2_nearest():
+    from corda.seg.config import TrainConfig
+    from stages.common import load_params, section
+
+    for preset in ("synthia2cityscapes", "synthia2cityscapes_daformer"):
+        tc = section(load_params(f"params/{preset}.yaml"), "train", TrainConfig)
+        assert tc.source_depth_resample == "nearest_cv2", preset
+
+
+def _cv2_linear_reference(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """cv2.INTER_LINEAR written out per pixel in Python floats (double): x = (i + ½)·in/out − ½, clamped."""
+
+    def taps(n_in, n_out):
+        out = []
+        for i in range(n_out):
+            x = max((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+            i0 = int(np.floor(x))
+            f = x - i0
+            out.append((min(i0, n_in - 1), min(i0 + 1, n_in - 1), f))
+        return out
+
+    a = a.astype(np.float64)
+    res = np.empty(hw)
+    for y, (r0, r1, fy) in enumerate(taps(a.shape[0], hw[0])):
+        for x, (c0, c1, fx) in enumerate(taps(a.shape[1], hw[1])):
+            top = a[r0, c0] * (1 - fx) + a[r0, c1] * fx
+            bot = a[r1, c0] * (1 - fx) + a[r1, c1] * fx
+            res[y, x] = top * (1 - fy) + bot * fy
+    return res
+
+
+def test_bilinear_depth_resize_source_coordinate_is_float64():
+    """GTA5 depth 1052 → 720 rows: at valid/invalid borders (1.0 next to inverse depth ~250) a float32 source
+    coordinate is off by up to ~3e-2 against cv2's double one; ours agrees to float32 rounding."""
+    rng = np.random.default_rng(0)
+    a = np.where(rng.random((1052, 6)) < 0.5, 1.0, rng.uniform(50, 250, (1052, 6))).astype(np.float32)
+    ref = _cv2_linear_reference(a, (720, 5))
+    got = resize_depth(a, (720, 5), "bilinear")
+    assert got.dtype == np.float32
+    assert np.abs(got - ref).max() < 1e-4
+    t = torch.nn.functional.interpolate(torch.from_numpy(a)[None, None], size=(720, 5), mode="bilinear",
+                                        align_corners=False)[0, 0].numpy()
+    assert np.abs(t - ref).max() > 1e-3  # the float32 rule this replaces is measurably off
+
+
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthia")

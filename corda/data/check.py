@@ -7,7 +7,7 @@ files that would otherwise surface an hour into training. These checks read only
 * PNG: the 8-byte signature, then every chunk's 8-byte header (length, type), seeking over the data,
   until ``IEND``; a chunk that ends past the end of the file, a missing ``IEND`` or an ``IHDR`` that
   is not first is an error. ``IHDR`` gives the size, bit depth and colour type, compared with what the
-  readers in :mod:`corda.data.datasets` need (label maps one channel, depth/disparity 16-bit grey,
+  readers in :mod:`corda.data.datasets` need (label maps one channel, depth/disparity 16-bit grey or RGB,
   views the size of their image).
 * JPEG: the SOI marker at the start and EOI at the end.
 * JSON (Cityscapes camera files): parsed, with the keys :func:`corda.data.readers.read_camera` uses.
@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour types (IHDR): 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA.
-GREY, PALETTE = 0, 3
+GREY, RGB, PALETTE, RGBA = 0, 2, 3, 6
 #: Keys of a camera JSON that are read (corda.data.readers.read_camera).
 CAMERA_KEYS = {"extrinsic": ("baseline",), "intrinsic": ("fx", "fy", "u0", "v0")}
 
@@ -116,7 +116,7 @@ def header_problem(file_field: str, header: ImageHeader, image: ImageHeader | No
     """What is wrong with a ``file_field`` file's header, given its item's image header (None if fine).
 
     Mirrors the readers: views (right/prev/next) are the image's size; a label map is one channel
-    (grey or palette) of the image's size; depth and disparity are 16-bit grey.
+    (grey or palette) of the image's size; depth and disparity are 16-bit, grey or RGB(A).
     """
     what = "label map" if file_field == "label" else f"{file_field} image"
     if file_field in ("right", "prev", "next", "label") and image is not None:
@@ -125,8 +125,11 @@ def header_problem(file_field: str, header: ImageHeader, image: ImageHeader | No
                     f"{image.height}x{image.width}")
     if file_field == "label" and header.color_type not in (GREY, PALETTE):
         return f"label map is {_layout(header)}; one channel of ids (PNG mode L or P) is needed"
-    if file_field in ("depth", "disparity") and (header.color_type != GREY or header.bit_depth != 16):
-        return (f"{file_field} PNG is {_layout(header)}; a single-channel 16-bit (uint16) PNG is expected")
+    # 16-bit grey, or 16-bit RGB(A) as SYNTHIA-RAND-CITYSCAPES ships its depth (three equal channels, read as
+    # cv2's grey conversion: corda.data.readers._read_png16_colour).
+    if file_field in ("depth", "disparity") and (header.color_type not in (GREY, RGB, RGBA)
+                                                 or header.bit_depth != 16):
+        return (f"{file_field} PNG is {_layout(header)}; a 16-bit (uint16) PNG, single-channel or RGB, is expected")
     return None
 
 

@@ -109,8 +109,10 @@ class SegDepthDataset(torch.utils.data.Dataset):
         image_resample: "bilinear" (Cityscapes in the original) or "bicubic" (the source datasets, §5).
         label_native: return "label" at its stored resolution while the images are resized (evaluation at
             the labels' full resolution, method.md §6); needs ``crop_hw`` None.
-        depth_resample: "nearest" (keeps the exact 1.0 "invalid", intended) or "bilinear" (the original's
-            cv2.INTER_LINEAR for GTA5 depth, which blends invalid pixels into their neighbours, §9.12).
+        depth_resample: "nearest" (PIL's pixel-centre rule; keeps the exact 1.0 "invalid", intended),
+            "nearest_cv2" (the original's cv2.INTER_NEAREST for SYNTHIA depth, source row floor(y·in/out)) or
+            "bilinear" (the original's cv2.INTER_LINEAR for GTA5 depth, which blends invalid pixels, §9.12);
+            :func:`corda.data.readers.resize_depth`.
         class_crop_min_pixels: rare-class keys re-crop until the crop has more pixels of the drawn class than
             this (``train.rcs_min_pixels · train.rcs_min_crop_ratio``); 0 = keep the first crop.
     """
@@ -119,15 +121,15 @@ class SegDepthDataset(torch.utils.data.Dataset):
                  crop_hw: Sequence[int] | None, depth_h5: str | os.PathLike | None = None, seed: int = 0,
                  strict: bool = True, image_resample: Literal["bilinear", "bicubic"] = "bilinear",
                  pseudo_h5: str | os.PathLike | None = None, label_native: bool = False,
-                 depth_resample: Literal["nearest", "bilinear"] = "nearest",
+                 depth_resample: Literal["nearest", "nearest_cv2", "bilinear"] = "nearest",
                  class_crop_min_pixels: float = 0.0) -> None:
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown dataset fields {unknown}; choose from {list(FIELDS)}")
         if image_resample not in ("bilinear", "bicubic"):
             raise ValueError(f"image_resample must be 'bilinear' or 'bicubic', got {image_resample!r}")
-        if depth_resample not in ("nearest", "bilinear"):
-            raise ValueError(f"depth_resample must be 'nearest' or 'bilinear', got {depth_resample!r}")
+        if depth_resample not in ("nearest", "nearest_cv2", "bilinear"):
+            raise ValueError(f"depth_resample must be 'nearest', 'nearest_cv2' or 'bilinear', got {depth_resample!r}")
         if label_native and crop_hw is not None:
             raise ValueError("label_native needs crop_hw=None (a crop window has no native-resolution label)")
         self.index = index

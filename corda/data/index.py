@@ -41,6 +41,8 @@ class DatasetIndex:
         paths: ``{file field: [relative POSIX path per item]}`` for the fields every item has
             (``image``, ``label``, ``depth``, ``right``, ``prev``, ``next``, ``camera``, ``disparity``).
         incomplete: ``{file field: number of items lacking it}`` for fields only some items have.
+        skipped: ``{required file field: number of images skipped for lacking it}`` (GTA5 frames without
+            their label, as in copies of GTA5 that hold 24,941 labels for 24,966 frames).
     """
 
     kind: str
@@ -49,6 +51,7 @@ class DatasetIndex:
     names: list[str]
     paths: dict[str, list[str]]
     incomplete: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f, rels in self.paths.items():
@@ -69,9 +72,12 @@ class DatasetIndex:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (relative paths only; ``root`` separate)."""
-        return {"format": _INDEX_FORMAT, "kind": self.kind, "root": str(self.root), "split": self.split,
-                "names": list(self.names), "paths": {k: list(v) for k, v in self.paths.items()},
-                "incomplete": dict(self.incomplete)}
+        obj = {"format": _INDEX_FORMAT, "kind": self.kind, "root": str(self.root), "split": self.split,
+               "names": list(self.names), "paths": {k: list(v) for k, v in self.paths.items()},
+               "incomplete": dict(self.incomplete)}
+        if self.skipped:  # only then: a complete dataset's manifest keeps its bytes
+            obj["skipped"] = dict(self.skipped)
+        return obj
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any] | str, root: str | os.PathLike | None = None) -> "DatasetIndex":
@@ -84,7 +90,7 @@ class DatasetIndex:
                             "re-run `dvc repro data`")
         return cls(kind=obj["kind"], root=str(root if root is not None else obj["root"]), split=obj["split"],
                    names=list(obj["names"]), paths={k: list(v) for k, v in obj["paths"].items()},
-                   incomplete=dict(obj.get("incomplete", {})))
+                   incomplete=dict(obj.get("incomplete", {})), skipped=dict(obj.get("skipped", {})))
 
 
 def _list_files(folder: Path) -> Iterator[str]:
@@ -102,7 +108,9 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
     """List the items of ``split`` of the ``kind`` dataset under ``root`` (see :mod:`corda.data.layouts`).
 
     Items are the image files, sorted by name. For SYNTHIA and GTA5 an image without its label map
-    is skipped with a warning (a source item needs its labels); every other field is recorded when
+    is skipped with one warning that counts the skipped images and names the first missing label (a source
+    item needs its labels; copies of GTA5 in circulation lack 25 labels), and the count is kept in
+    ``skipped``; every other field is recorded when
     all items have it, and counted in ``incomplete`` (with a warning) when only some do.
 
     Raises:
@@ -151,9 +159,11 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
     def has(n: str, f: str) -> bool:
         return f in expected[n] and expected[n][f] in existing
 
+    skipped_counts: dict[str, int] = {}
     for f in layouts.REQUIRED[kind]:
         lacking = [n for n in names if not has(n, f)]
         if lacking:
+            skipped_counts[f] = len(lacking)
             log.warning("%s: skipping %d of %d items without a %s file, e.g. %s", root_p, len(lacking),
                         len(names), f, expected[lacking[0]][f])
             names = [n for n in names if has(n, f)]
@@ -173,4 +183,4 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
             log.warning("%s: %d of %d items lack a %s file (e.g. %s); that field is unavailable", root_p,
                         incomplete[f], len(names), f, expected[first].get(f, "-"))
     return DatasetIndex(kind=kind, root=str(root), split=split, names=names, paths=paths,
-                        incomplete=incomplete)
+                        incomplete=incomplete, skipped=skipped_counts)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from corda import labels as L
@@ -181,14 +180,51 @@ def resize_array(a: np.ndarray, hw: tuple[int, int],
     return np.asarray(img.resize((hw[1], hw[0]), resample=_RESAMPLE[method]))
 
 
-def resize_depth(a: np.ndarray, hw: tuple[int, int], method: Literal["nearest", "bilinear"]) -> np.ndarray:
-    """Resize an (H, W) float32 depth map. ``nearest``: PIL nearest (:func:`resize_array`). ``bilinear``: the
-    original's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``, i.e. half-pixel-centre sampling
-    (align_corners=False) with the two nearest source rows/columns, no antialiasing when shrinking, so an
-    invalid 1.0 next to valid depth becomes a blend of both (method.md §9.12)."""
+DepthResample = Literal["nearest", "nearest_cv2", "bilinear"]
+
+
+def cv2_nearest_rows(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each of ``n_out`` output rows (or columns) under cv2 ``INTER_NEAREST``: floor(y·in/out).
+
+    PIL's nearest (:func:`resize_array`) samples pixel centres, floor((y + 0.5)·in/out); for 760 → 720 rows
+    half of the output rows take the next source row. Exact integer arithmetic (no float rounding).
+    """
+    return np.minimum(np.arange(n_out, dtype=np.int64) * n_in // n_out, n_in - 1)
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """cv2 ``INTER_LINEAR`` taps along one axis: (i0, i1, w1), source x = (i + 0.5)·in/out − 0.5 in float64.
+
+    cv2 clamps x < 0 to 0 and the taps to [0, in − 1]. The source coordinate is float64 (as cv2's ``double``
+    scale); in float32 it differs by up to 3e-2 at valid/invalid borders of a 1052 → 720 resize.
+    """
+    x = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    x = np.maximum(x, 0.0)
+    i0 = np.floor(x).astype(np.int64)
+    w1 = x - i0
+    i0 = np.minimum(i0, n_in - 1)
+    return i0, np.minimum(i0 + 1, n_in - 1), w1
+
+
+def resize_depth(a: np.ndarray, hw: tuple[int, int], method: DepthResample) -> np.ndarray:
+    """Resize an (H, W) float32 depth map to ``hw``.
+
+    ``nearest``: PIL nearest (:func:`resize_array`), pixel-centre rule floor((y + 0.5)·in/out), the intended one.
+    ``nearest_cv2``: the original's SYNTHIA depth resize, ``cv2.resize(..., interpolation=cv2.INTER_NEAREST)``,
+    source row floor(y·in/out) (:func:`cv2_nearest_rows`). ``bilinear``: the original's GTA5 depth resize,
+    ``cv2.INTER_LINEAR``: half-pixel-centre sampling (align_corners=False) of the two nearest source
+    rows/columns with float64 coordinates and weights, no antialiasing when shrinking, so an invalid 1.0 next
+    to valid depth becomes a blend of both (method.md §9.12).
+    """
     if a.shape[:2] == tuple(hw) or method == "nearest":
         return resize_array(a, hw, "nearest")
-    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
-    out = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False,
-                                          antialias=False)
-    return out[0, 0].numpy()
+    if method == "nearest_cv2":
+        return np.ascontiguousarray(a[cv2_nearest_rows(a.shape[0], hw[0])][:, cv2_nearest_rows(a.shape[1], hw[1])])
+    if method != "bilinear":
+        raise ValueError(f"resize_depth: unknown method {method!r}")
+    src = np.asarray(a, dtype=np.float64)
+    r0, r1, wr = _linear_taps(src.shape[0], hw[0])
+    c0, c1, wc = _linear_taps(src.shape[1], hw[1])
+    cols = src[:, c0] * (1.0 - wc) + src[:, c1] * wc  # (H, w): horizontal pass first, as cv2 does
+    out = cols[r0] * (1.0 - wr)[:, None] + cols[r1] * wr[:, None]
+    return out.astype(np.float32)

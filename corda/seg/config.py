@@ -116,9 +116,10 @@ class TrainConfig:
     source_resize_hw: tuple[int, int] | None = None  # resize before cropping (§5: 720×1280); None = keep
     target_resize_hw: tuple[int, int] | None = None  # (§5: 512×1024)
     # Source resize filters (§5): the original resizes GTA5/SYNTHIA images bicubic, GTA5 depth bilinear
-    # (cv2.INTER_LINEAR, blending the invalid 1.0 into its neighbours, §9.12) and SYNTHIA depth nearest.
+    # (cv2.INTER_LINEAR, blending the invalid 1.0 into its neighbours, §9.12) and SYNTHIA depth with cv2's
+    # nearest rule, source row floor(y·in/out) (nearest_cv2); nearest is PIL's pixel-centre rule floor((y+½)·in/out).
     source_image_resample: Literal["bilinear", "bicubic"] = "bilinear"
-    source_depth_resample: Literal["nearest", "bilinear"] = "nearest"  # nearest = intended (exact invalid)
+    source_depth_resample: Literal["nearest", "nearest_cv2", "bilinear"] = "nearest"  # nearest = intended
     lr: float = field(2.5e-4, gt=0)
     head_lr_mult: float = field(10.0, gt=0)
     momentum: float = field(0.9, min=0, max=1)
