@@ -54,7 +54,8 @@ def main(
                 missing = [f for f in fields if f in ("right", "prev", "next") and not index.has(f)]
                 if missing:
                     raise ConfigError(f"depth.mode={cfg.mode}: the {domain} dataset ({index.kind} at {index.root}) "
-                                      f"has no {missing} views; choose another depth.mode, or depth.source: "
+                                      f"has no {missing} views{index.lacking(missing[0])}; restore the files, "
+                                      "choose another depth.mode, or depth.source: "
                                       "ground_truth")
                 ds = SegDepthDataset(index, fields, cfg.resize_hw, None, seed=cfg.seed)
                 models, trainer = train_depth(cfg, ds, device, Path("checkpoints/depth_pretrain") / f"{domain}.pt",

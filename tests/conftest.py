@@ -31,9 +31,9 @@ def one_thread():
 @pytest.fixture(scope="session")
 def miniature(tmp_path_factory):
     """The miniature real datasets (corda.data.miniature), written once per session: 2 labelled GTA5 frames and
-    one without its label, 2 SYNTHIA frames, 2 + 2 Cityscapes items, all at true size. Read-only: copy before
+    one without its label, 2 SYNTHIA frames, 2 + 1 Cityscapes train + val items, all at true size. Read-only: copy before
     changing a file."""
     from corda.data.miniature import make_miniature
 
     return make_miniature(tmp_path_factory.mktemp("miniature"), gta5=2, gta5_unlabelled=1, synthia=2,
-                          cityscapes_train=2, cityscapes_val=2)
+                          cityscapes_train=2, cityscapes_val=1)

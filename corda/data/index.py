@@ -66,6 +66,19 @@ class DatasetIndex:
         """Whether every item has a file for ``file_field``."""
         return file_field in self.paths
 
+    def lacking(self, file_field: str) -> str:
+        """For error messages: how many items lack ``file_field`` and the first missing file, e.g.
+        ``" (1 of 2 items lack it, e.g. /data/cs/leftImg8bit_sequence/train/x/x_000000_000018_leftImg8bit.png)"``;
+        "" when every item has it or none does (a layout without the field)."""
+        n = self.incomplete.get(file_field, 0)
+        if not n:
+            return ""
+        for i, name in enumerate(self.names):
+            rel = layouts.field_paths(self.kind, self.split, name, self.paths["image"][i]).get(file_field)
+            if rel is not None and not (Path(self.root) / rel).is_file():
+                return f" ({n} of {len(self)} items lack it, e.g. {Path(self.root) / rel})"
+        return f" ({n} of {len(self)} items lack it)"
+
     def path(self, file_field: str, i: int) -> Path:
         """Absolute (root-joined) path of item ``i``'s ``file_field`` file."""
         return Path(self.root) / self.paths[file_field][i]
