@@ -163,8 +163,9 @@ def synthetic_batches(tcfg, device, num_classes: int, gen):
     return move(src), move(tgt)
 
 
-def build_step(mcfg, tcfg, device, dist=None):
-    """The preset's training iteration as :func:`corda.seg.run.run_training` builds it: returns ``step(i)``."""
+def build_step(mcfg, tcfg, device, dist=None, return_student: bool = False):
+    """The preset's training iteration as :func:`corda.seg.run.run_training` builds it: returns ``step(i)`` (and
+    the student with ``return_student``)."""
     import torch
 
     from corda import uda
@@ -208,7 +209,7 @@ def build_step(mcfg, tcfg, device, dist=None):
         uda.ema_update(teacher, unwrap(net), i, tcfg.ema_alpha)
         return out["loss"].detach()
 
-    return step
+    return (step, student) if return_student else step
 
 
 def _sync(device) -> None:
