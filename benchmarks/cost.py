@@ -21,6 +21,10 @@ smaller than the preset's; FLOPs and activation bytes are linear in the batch an
 
     python benchmarks/cost.py step --presets gta2cityscapes gta2cityscapes_daformer --out cost_step.json
     python benchmarks/cost.py stages --workspace /tmp/ws --stages data rcs depth_maps --out cost_stages.json
+    python benchmarks/cost.py items --workspace /tmp/ws --out cost_items.json   # loader seconds per item
+
+``items``: seconds per item of the training loaders (decode, resize to ``train.*_resize_hw``, crop, depth from
+the depth_maps HDF5), one thread as in a DataLoader worker, over every item of the workspace's manifest.
 """
 
 from __future__ import annotations
@@ -104,6 +108,38 @@ def run_stage(workspace: Path, name: str, cmd: list[str], outs: list[str]) -> di
     return row
 
 
+def measure_items(workspace: Path, repeats: int) -> dict:
+    """Seconds per item of the training loaders (source and target, one worker), the way ``train`` reads them:
+    :func:`corda.seg.run.seg_datasets` over the workspace's manifest and depth files, ``ds[i]`` for every item."""
+    import torch
+
+    from corda.data.manifest import load_splits
+    from corda.seg.config import TrainConfig
+    from corda.seg.run import seg_datasets
+    from stages.common import load_params, section
+
+    torch.set_num_threads(1)  # as a DataLoader worker
+    os.chdir(workspace)
+    tcfg = section(load_params("params.yaml"), "train", TrainConfig)
+    src, tgt, val = seg_datasets(load_splits("data/manifest.json"), tcfg, Path("depth"))
+    out = {}
+    for name, ds in (("source", src), ("target", tgt), ("target_val", val)):
+        times, cpu = [], []
+        for r in range(repeats):
+            for i in range(len(ds)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                ds[(i, r)] if name != "target_val" else ds[i]
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+        times.sort()
+        cpu.sort()
+        # CPU seconds are what a worker on an idle core would take; wall seconds include the machine's contention
+        out[name] = {"items": len(ds), "median_wall_s": times[len(times) // 2], "median_cpu_s": cpu[len(cpu) // 2]}
+    out["resize_hw"] = {"source": tcfg.source_resize_hw, "target": tcfg.target_resize_hw}
+    out["crop_hw"] = list(tcfg.crop_hw)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -119,7 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--stages", nargs="+", required=True,
                    help="dvc.yaml stage names, run in this order (python -m stages.<...> as dvc.yaml says)")
     g.add_argument("--out", type=Path, required=True)
+    it = sub.add_parser("items", help="seconds per item of the training loaders (one worker)")
+    it.add_argument("--workspace", type=Path, required=True, help="a workspace after the data and depth_maps stages")
+    it.add_argument("--repeats", type=int, default=2)
+    it.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
+    if a.what == "items":
+        a.out = a.out.resolve()
+        res = measure_items(a.workspace, a.repeats)
+        a.out.write_text(json.dumps(res, indent=1))
+        print(json.dumps(res))
+        return 0
     if a.what == "step":
         if a._one:
             a.out.write_text(json.dumps(measure_step(a._one, a.batch, a.crop)))
