@@ -49,7 +49,33 @@ CHECK = """
       " images (vega " + (window.vega ? vega.version : "missing") + ")";
     if ((drawn < total || ok < imgs.length) && Date.now() - t0 < 20000) setTimeout(count, 200);
   }
-  window.addEventListener("load", function () { setTimeout(count, 200); });
+  // Each chart's colour legend as vega computes it from the page's data: the chart's spec is compiled again
+  // into a headless view, whose nominal "color" scale is written to the chart's div as data-colours
+  // ({value: colour}) next to data-title, for the browser test to compare with corda.report's colour tables.
+  function colours() {
+    document.querySelectorAll("body > div").forEach(function (el) {
+      var s = Array.prototype.find.call(el.querySelectorAll("script"), function (x) {
+        return x.textContent.indexOf("var spec") >= 0;
+      });
+      var m = s && s.textContent.match(/var spec = ([\\s\\S]*);\\s*vegaEmbed/);
+      if (!m || !window.vega || !window.vegaLite) return;
+      var spec = JSON.parse(m[1]);
+      el.dataset.title = (spec.title && (spec.title.text || spec.title)) || "";
+      var view = new vega.View(vega.parse(vegaLite.compile(spec).spec), {renderer: "none"});
+      view.runAsync().then(function () {
+        var map = {};
+        try {
+          var sc = view.scale("color");
+          if (sc && sc.type === "ordinal") {
+            var d = sc.domain(), r = sc.range();
+            d.forEach(function (v, i) { map[v] = r[i % r.length]; });
+          }
+        } catch (e) { map = {}; }
+        el.dataset.colours = JSON.stringify(map);
+      });
+    });
+  }
+  window.addEventListener("load", function () { setTimeout(count, 200); colours(); });
 })();
 </script>
 """
