@@ -139,3 +139,14 @@ def test_every_training_chart_has_a_title_and_axis_labels():
         for path in (props["y"] if isinstance(props.get("y"), dict) else {}):
             assert Path(path).suffix == ".tsv", path
     assert series >= 8
+
+
+def test_offline_page_reports_each_charts_colours():
+    """docs/plots_offline.html carries make_plots_template.py's check script, which writes each chart's colours
+    into the page for the browser test (tests/test_pipeline.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_plots_template", ROOT / "docs" / "make_plots_template.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert "dataset.colours" in mod.CHECK and mod.CHECK in (ROOT / "docs" / "plots_offline.html").read_text()
