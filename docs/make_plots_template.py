@@ -22,6 +22,21 @@ LIBS = ("vega", "vega-lite", "vega-embed")
 
 # Counts drawn charts (a vega-embed container with a non-empty canvas or svg) and decoded images,
 # and writes them into the footer (and data-* attributes) until everything drew or 20 s passed.
+HOOK = """
+<script>
+// Keeps every vegaEmbed call of the page (target, spec, the promise of the drawn view) for CHECK's colours().
+window.cordaEmbeds = [];
+(function () {
+  var embed = window.vegaEmbed;
+  window.vegaEmbed = function (target, spec, opts) {
+    var result = embed(target, spec, opts);
+    window.cordaEmbeds.push({target: target, spec: spec, result: result});
+    return result;
+  };
+})();
+</script>
+"""
+
 CHECK = """
 <footer id="corda-render-check" style="font:12px sans-serif;color:#666;margin:20px">checking...</footer>
 <script>
@@ -49,28 +64,21 @@ CHECK = """
       " images (vega " + (window.vega ? vega.version : "missing") + ")";
     if ((drawn < total || ok < imgs.length) && Date.now() - t0 < 20000) setTimeout(count, 200);
   }
-  // Each chart's colour legend as vega computes it from the page's data: the chart's spec is compiled again
-  // into a headless view, whose nominal "color" scale is written to the chart's div as data-colours
-  // ({value: colour}) next to data-title, for the browser test to compare with corda.report's colour tables.
+  // Each chart's colour legend as vega drew it: the series colour scale ("color", nominal) of the view that
+  // vegaEmbed returned (HOOK keeps the calls) is written to the chart's div as data-colours ({value: colour}),
+  // next to data-title, for the browser test to compare with corda.report's colour tables.
   function colours() {
-    document.querySelectorAll("body > div").forEach(function (el) {
-      var s = Array.prototype.find.call(el.querySelectorAll("script"), function (x) {
-        return x.textContent.indexOf("var spec") >= 0;
-      });
-      var m = s && s.textContent.match(/var spec = ([\\s\\S]*);\\s*vegaEmbed/);
-      if (!m || !window.vega || !window.vegaLite) return;
-      var spec = JSON.parse(m[1]);
-      el.dataset.title = (spec.title && (spec.title.text || spec.title)) || "";
-      var view = new vega.View(vega.parse(vegaLite.compile(spec).spec), {renderer: "none"});
-      view.runAsync().then(function () {
-        var map = {};
+    (window.cordaEmbeds || []).forEach(function (call) {
+      call.result.then(function (res) {
+        var el = document.querySelector(call.target), spec = call.spec, map = {};
         try {
-          var sc = view.scale("color");
+          var sc = res.view.scale("color");
           if (sc && sc.type === "ordinal") {
             var d = sc.domain(), r = sc.range();
             d.forEach(function (v, i) { map[v] = r[i % r.length]; });
           }
         } catch (e) { map = {}; }
+        el.dataset.title = (spec.title && (spec.title.text || spec.title)) || "";
         el.dataset.colours = JSON.stringify(map);
       });
     });
@@ -101,7 +109,7 @@ def main() -> None:
         scripts.append(f"<!-- {tgz.name}: {name}, licence follows\n{lic.replace('--', '- -')}\n-->\n<script>{js}</script>")
     page = ("<!DOCTYPE html>\n<html>\n<head>\n{refresh_tag}\n<title>DVC Plot (offline)</title>\n"
             + "\n".join(scripts)
-            + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n"
+            + "\n" + HOOK + "<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n"
             + CHECK + "</body>\n</html>\n")
     for placeholder in ("{scripts}",):  # DVC would insert its CDN tags there
         assert placeholder not in page

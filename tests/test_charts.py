@@ -136,8 +136,11 @@ def test_every_training_chart_has_a_title_and_axis_labels():
         series += 1
         assert {"title", "x_label", "y_label"} <= set(props), plot_id
         assert "/" not in props["title"].split(":")[0] and not (ROOT / plot_id).is_dir(), plot_id
-        for path in (props["y"] if isinstance(props.get("y"), dict) else {}):
+        ys = props["y"] if isinstance(props.get("y"), dict) else {}
+        for path in ys:
             assert Path(path).suffix == ".tsv", path
+        if len(ys) > 1:  # several terms in one chart: a colour per term (DVC's default varies only the dash)
+            assert props.get("template") == "lines_by_term", plot_id
     assert series >= 8
 
 
@@ -149,4 +152,5 @@ def test_offline_page_reports_each_charts_colours():
     spec = importlib.util.spec_from_file_location("make_plots_template", ROOT / "docs" / "make_plots_template.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert "dataset.colours" in mod.CHECK and mod.CHECK in (ROOT / "docs" / "plots_offline.html").read_text()
+    page = (ROOT / "docs" / "plots_offline.html").read_text()
+    assert "dataset.colours" in mod.CHECK and mod.CHECK in page and mod.HOOK in page
