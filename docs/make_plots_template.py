@@ -3,8 +3,9 @@
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so its charts stay blank without a
 network. This template carries the same versions that dvc-render asks for (vega 5.20.2, vega-lite
 5.2.0, vega-embed 6.18.2; BSD-3-Clause, licences kept in the page), so the page draws offline.
-`.dvc/config` points `plots.html_template` at it. A footer reports how many charts and images drew;
-tests/test_pipeline.py reads it from a headless Chromium.
+`.dvc/config` points `plots.html_template` at it. A footer reports how many charts and images drew, and
+each chart's div gets the colours vega gave its series (HOOK keeps the vegaEmbed calls, CHECK reads their
+views' colour scales); tests/test_pipeline.py reads both from a headless Chromium.
 
 Rebuild (needs the npm registry once; the output is committed):
 
