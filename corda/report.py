@@ -415,6 +415,20 @@ def plot_curves(
     return fig
 
 
+def plot_val_miou(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike,
+                  size_px: tuple[int, int] = (800, 450)) -> Figure:
+    """Target-val mIoU during training of each model (checkpoint ``history`` rows with ``val/miou``): the
+    curves of :func:`val_miou_records`, a continuing run after the run it continues, its start marked."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for r in val_miou_records(histories):
+        steps, values = series.setdefault(r["model"], ([], []))
+        steps.append(r["step"])
+        values.append(r["miou"])
+    return plot_curves(series, path, "Target-val mIoU during training", size_px,
+                       xlabel="training step (round 2 continues after round 1)", ylabel="mIoU (fraction)",
+                       starts=continuation_starts(histories))
+
+
 #: Panels of :func:`plot_loss_terms`: (panel title, y label, history keys). The depth terms are BerHu losses on
 #: CorDA's inverse-depth encoding (method.md §2.2-2.3, 50-500 on the benchmark), the segmentation terms
 #: cross-entropies (about 0.2-2 nats): on one axis the second would be a line at 0.

@@ -146,14 +146,7 @@ def main(
         report.plot_confusion(shown, set_names, out_eval / "confusion.png",
                               title="Confusion matrices on target val (rows: ground truth, normalised)")
         write_json(out_eval / "val_miou.json", report.val_miou_records(histories))
-        curves: dict = {}
-        for r in report.val_miou_records(histories):
-            curves.setdefault(r["model"], ([], []))
-            curves[r["model"]][0].append(r["step"])
-            curves[r["model"]][1].append(r["miou"])
-        report.plot_curves(curves, out_eval / "val_miou.png", "Target-val mIoU during training",
-                           xlabel="training step (round 2 continues after round 1)", ylabel="mIoU (fraction)",
-                           starts=report.continuation_starts(histories))
+        report.plot_val_miou(histories, out_eval / "val_miou.png")
         if "corda" in histories:
             report.plot_loss_terms(histories["corda"], out_eval / "corda_losses.png", "corda: training loss terms")
 

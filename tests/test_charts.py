@@ -97,7 +97,7 @@ def test_loss_panels_keep_segmentation_losses_off_the_depth_scale(tmp_path):
     assert (tmp_path / "losses.png").is_file()
 
 
-def test_round_two_is_drawn_after_round_one():
+def test_round_two_is_drawn_after_round_one(tmp_path):
     """Round 2 starts from round 1's model: its curve continues round 1's, it is not drawn over it."""
     hist = {"dacs": _history([100, 200], **{"val/miou": [0.2, 0.3]}),
             "corda": _history([100, 200, 300], **{"val/miou": [0.2, 0.3, 0.35]}),
@@ -108,6 +108,10 @@ def test_round_two_is_drawn_after_round_one():
         by.setdefault(r["model"], []).append(r["step"])
     assert by == {"dacs": [100, 200], "corda": [100, 200, 300], "corda_round2": [400, 500]}
     assert report.continuation_starts(hist) == {"corda_round2 starts": 300}
+    fig = report.plot_val_miou(hist, tmp_path / "val.png")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert list(lines["corda_round2"].get_xdata()) == [400, 500]
+    assert lines["corda_round2"].get_color() == MODEL_COLOURS["corda_round2"]
     # Without round 1 in the report, round 2 keeps its own steps.
     assert [r["step"] for r in report.val_miou_records({"corda_round2": hist["corda_round2"]})] == [100, 200]
 
