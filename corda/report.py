@@ -41,7 +41,7 @@ _PNG_METADATA = {"Software": None}  # drop the matplotlib version so bytes do no
 # -- colours ------------------------------------------------------------------------------------
 
 #: One colour per model in every chart: the PNGs drawn here and the ``dvc plots`` templates in .dvc/plots
-#: (their colour scales copy this table; tests/test_report.py checks that they agree). CorDA's two rounds are
+#: (their colour scales copy this table; tests/test_charts.py checks that they agree). CorDA's two rounds are
 #: two shades of red, the baselines blue and grey, the oracle (a ceiling, not a compared method) green.
 MODEL_COLOURS: dict[str, str] = {
     "source_only": "#7f7f7f",
