@@ -38,6 +38,37 @@ STRIP_COLUMNS = ("image", "ground truth", "prediction", "depth (bright = near)",
 _DPI = 100
 _PNG_METADATA = {"Software": None}  # drop the matplotlib version so bytes do not depend on it
 
+# -- colours ------------------------------------------------------------------------------------
+
+#: One colour per model in every chart: the PNGs drawn here and the ``dvc plots`` templates in .dvc/plots
+#: (their colour scales copy this table; tests/test_charts.py checks that they agree). CorDA's two rounds are
+#: two shades of red, the baselines blue and grey, the oracle (a ceiling, not a compared method) green.
+MODEL_COLOURS: dict[str, str] = {
+    "source_only": "#7f7f7f",
+    "dacs": "#1f77b4",
+    "corda": "#d62728",
+    "corda_round2": "#8c1515",
+    "oracle": "#2ca02c",
+}
+#: One colour per pseudo-label signal (plots/pseudo_label_accuracy.*, the ``accuracy_by_signal`` template).
+SIGNAL_COLOURS: dict[str, str] = {
+    "confidence": "#1f77b4",
+    "depth_weight": "#9467bd",
+    "combined": "#ff7f0e",
+}
+#: Runs that continue another run: their steps are drawn after that run's last step (round 2 starts from
+#: round 1's model, so its step 1 is round 1's step ``iterations + 1``).
+CONTINUES: dict[str, str] = {"corda_round2": "corda"}
+#: The models whose confusion matrices the report draws side by side: CorDA and DACS, its recipe without depth.
+CONFUSION_MODELS = ("dacs", "corda")
+_OTHER_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf", "#9467bd", "#ff7f0e")
+
+
+def series_colour(name: str, index: int = 0) -> str:
+    """The colour of a model (:data:`MODEL_COLOURS`) or pseudo-label signal (:data:`SIGNAL_COLOURS`); any other
+    series gets the ``index``-th of a few colours that no model uses."""
+    return MODEL_COLOURS.get(name) or SIGNAL_COLOURS.get(name) or _OTHER_COLOURS[index % len(_OTHER_COLOURS)]
+
 
 def _score(value: Any) -> float:
     """A metrics value as float, with None/missing → NaN."""
@@ -202,6 +233,35 @@ def confusion_rate_records(matrix: np.ndarray, class_names: Sequence[str]) -> li
             for i, a in enumerate(class_names) for j, p in enumerate(class_names)]
 
 
+def confusion_rates_by_model(matrices: Mapping[str, np.ndarray],
+                             class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """:func:`confusion_rate_records` of several models, each record with its ``"model"`` (models in the
+    mapping's order): the ``confusion_rate`` template draws a panel per model."""
+    return [{"model": name, **r} for name, m in matrices.items() for r in confusion_rate_records(m, class_names)]
+
+
+def val_miou_records(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> list[dict[str, Any]]:
+    """``[{"model", "step", "miou"}]``: target-val mIoU during training, from each model's checkpoint history.
+
+    A run that continues another (:data:`CONTINUES`: round 2 starts from round 1's model) is drawn after it:
+    its steps are offset by the last step of the run it continues, when that run is in ``histories``.
+    Models in ``histories`` order, rows in step order.
+    """
+    out = []
+    for name, history in histories.items():
+        parent = histories.get(CONTINUES.get(name, ""), [])
+        offset = int(parent[-1]["step"]) if parent else 0
+        out += [{"model": name, "step": int(r["step"]) + offset, "miou": float(r["val/miou"])}
+                for r in history if "val/miou" in r]
+    return out
+
+
+def continuation_starts(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, int]:
+    """``{"<run> starts": step}``: where each continuing run of :func:`val_miou_records` begins."""
+    return {f"{name} starts": int(histories[CONTINUES[name]][-1]["step"]) for name in histories
+            if CONTINUES.get(name) in histories and histories[CONTINUES[name]]}
+
+
 def per_class_records(results: Results, class_names: Sequence[str]) -> list[dict[str, Any]]:
     """``[{"class": c, "model": m, "iou": v}]`` for a DVC bar plot (IoU as a fraction, as in the metrics).
 
@@ -241,9 +301,10 @@ def plot_per_class_iou(
     class_names: Sequence[str],
     path: str | os.PathLike,
     size_px: tuple[int, int] = (1400, 500),
-    title: str = "Per-class IoU",
-) -> None:
-    """Grouped bars: one group per class (plus a final mIoU group), one bar per model; IoU × 100."""
+    title: str = "Per-class IoU on target val",
+) -> Figure:
+    """Grouped bars: one group per class (plus a final mIoU group), one bar per model (:data:`MODEL_COLOURS`);
+    IoU × 100. The legend sits right of the axes, where it covers no bar. Returns the drawn figure."""
     groups = [*class_names, "mIoU"]
     models = list(results)
     with matplotlib.style.context("default"):
@@ -255,46 +316,71 @@ def plot_per_class_iou(
             per_class = results[model].get("per_class", {})
             vals = [_score(per_class.get(c)) for c in class_names] + [_score(results[model].get("miou"))]
             heights = np.nan_to_num(100.0 * np.array(vals), nan=0.0)  # an undefined score draws no bar
-            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=model)
+            ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=model, color=series_colour(model, k))
         ax.set_xticks(x, groups, rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(groups) - 0.5)
         ax.set_ylim(0, 100)
         ax.set_ylabel("IoU (%)")
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
         if models:
-            ax.legend(fontsize=8, ncols=min(len(models), 4), loc="upper right")
-        fig.subplots_adjust(left=0.06, right=0.99, top=0.92, bottom=0.25)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, title="model",
+                      title_fontsize=8)
+        fig.subplots_adjust(left=0.05, right=0.89, top=0.92, bottom=0.25)
         _save(fig, path)
+    return fig
 
 
 def plot_confusion(
-    matrix: np.ndarray,
+    matrices: np.ndarray | Mapping[str, np.ndarray],
     class_names: Sequence[str],
     path: str | os.PathLike,
-    size_px: tuple[int, int] = (900, 800),
+    size_px: tuple[int, int] | None = None,
     title: str = "Confusion matrix (rows normalised)",
-) -> None:
-    """Row-normalised confusion matrix (row = ground truth); classes absent from the ground truth: blank."""
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.shape != (len(class_names), len(class_names)):
-        raise ValueError(f"matrix of shape {m.shape} does not match {len(class_names)} class names")
-    rows = m.sum(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        norm = np.where(rows > 0, m / np.where(rows > 0, rows, 1.0), np.nan)
+) -> Figure:
+    """Row-normalised confusion matrices (row = ground truth) side by side, one panel per model of a
+    ``{model: (C, C) counts}`` mapping (one bare matrix: one panel); classes absent from the ground truth are
+    blank. ``size_px`` defaults to 900×800 for one panel and 700 px wider per further panel."""
+    panels = dict(matrices) if isinstance(matrices, Mapping) else {"": matrices}
+    if not panels:
+        raise ValueError("plot_confusion needs at least one matrix")
+    norms = {}
+    for name, matrix in panels.items():
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape != (len(class_names), len(class_names)):
+            raise ValueError(f"matrix of shape {m.shape} does not match {len(class_names)} class names")
+        rows = m.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            norms[name] = np.where(rows > 0, m / np.where(rows > 0, rows, 1.0), np.nan)
+    n = len(norms)
+    size_px = size_px or (900 + 700 * (n - 1), 800)
     with matplotlib.style.context("default"):
         fig = _new_figure(size_px)
-        ax = fig.add_subplot()
+        axes = fig.subplots(1, n, squeeze=False)[0]
         cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#dddddd")
-        im = ax.imshow(norm, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
         ticks = np.arange(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-        ax.set_yticks(ticks, class_names, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("ground truth")
-        ax.set_title(title)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        fig.subplots_adjust(left=0.17, right=0.95, top=0.94, bottom=0.15)
+        for k, (ax, (name, norm)) in enumerate(zip(axes, norms.items())):
+            im = ax.imshow(norm, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+            ax.set_yticks(ticks, class_names if k == 0 else [], fontsize=7)
+            ax.set_xlabel("predicted")
+            if k == 0:
+                ax.set_ylabel("ground truth")
+            if name:
+                ax.set_title(name, color=series_colour(name, k))
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.17 / n, right=0.9, top=0.9, bottom=0.15, wspace=0.08)
+        fig.colorbar(im, cax=fig.add_axes((0.92, 0.15, 0.015, 0.75)), label="share of the ground-truth row")
         _save(fig, path)
+    return fig
+
+
+def _draw_lines(ax, series: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> None:
+    for k, (name, (steps, values)) in enumerate(series.items()):
+        if len(steps) != len(values):
+            raise ValueError(f"series {name!r}: {len(steps)} steps but {len(values)} values")
+        ax.plot(np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64), label=name,
+                color=series_colour(name, k), marker="." if len(steps) <= 30 else None)
 
 
 def plot_curves(
@@ -304,15 +390,19 @@ def plot_curves(
     size_px: tuple[int, int] = (800, 450),
     xlabel: str = "step",
     ylabel: str = "",
-) -> None:
-    """Line plot of named ``(steps, values)`` series (training losses, validation mIoU, ...)."""
+    starts: Mapping[str, float] | None = None,
+) -> Figure:
+    """Line plot of named ``(steps, values)`` series (validation mIoU, pseudo-label accuracy, ...); a model or
+    signal name gets its colour (:func:`series_colour`). ``starts`` marks where a continuing run begins
+    (``{label: step}``, a dotted vertical line each). Returns the drawn figure."""
     with matplotlib.style.context("default"):
         fig = _new_figure(size_px)
         ax = fig.add_subplot()
-        for name, (steps, values) in series.items():
-            if len(steps) != len(values):
-                raise ValueError(f"series {name!r}: {len(steps)} steps but {len(values)} values")
-            ax.plot(np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64), label=name)
+        _draw_lines(ax, series)
+        for label, step in (starts or {}).items():
+            ax.axvline(step, color="#555555", linestyle=":", linewidth=1.0)
+            ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color="#555555")
         ax.set_xlabel(xlabel)
         if ylabel:
             ax.set_ylabel(ylabel)
@@ -322,6 +412,58 @@ def plot_curves(
             ax.legend(fontsize=8)
         fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.12)
         _save(fig, path)
+    return fig
+
+
+def plot_val_miou(histories: Mapping[str, Sequence[Mapping[str, float]]], path: str | os.PathLike,
+                  size_px: tuple[int, int] = (800, 450)) -> Figure:
+    """Target-val mIoU during training of each model (checkpoint ``history`` rows with ``val/miou``): the
+    curves of :func:`val_miou_records`, a continuing run after the run it continues, its start marked."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for r in val_miou_records(histories):
+        steps, values = series.setdefault(r["model"], ([], []))
+        steps.append(r["step"])
+        values.append(r["miou"])
+    return plot_curves(series, path, "Target-val mIoU during training", size_px,
+                       xlabel="training step (round 2 continues after round 1)", ylabel="mIoU (fraction)",
+                       starts=continuation_starts(histories))
+
+
+#: Panels of :func:`plot_loss_terms`: (panel title, y label, history keys). The depth terms are BerHu losses on
+#: CorDA's inverse-depth encoding (method.md §2.2-2.3, 50-500 on the benchmark), the segmentation terms
+#: cross-entropies (about 0.2-2 nats): on one axis the second would be a line at 0.
+LOSS_PANELS = (
+    ("segmentation", "cross-entropy (nats / pixel)", ("seg_src", "seg_src_init", "seg_mix", "seg_mix_init")),
+    ("depth", "BerHu (inverse-depth units)", ("depth_src", "depth_mix")),
+)
+
+
+def plot_loss_terms(history: Sequence[Mapping[str, float]], path: str | os.PathLike, title: str,
+                    size_px: tuple[int, int] = (800, 600)) -> Figure:
+    """A training run's loss terms (its checkpoint ``history``, one row per logged step with ``step`` and the
+    terms' means over the steps since the last row), one panel per :data:`LOSS_PANELS` entry on a shared step
+    axis; a term that is 0 at every row (one the method does not have) and a panel with no term are left out."""
+    steps = [r["step"] for r in history]
+    panels = []
+    for name, ylabel, keys in LOSS_PANELS:
+        present = {k: (steps, [r.get(k, 0.0) for r in history]) for k in keys
+                   if any(r.get(k, 0) != 0 for r in history)}
+        if present:
+            panels.append((name, ylabel, present))
+    with matplotlib.style.context("default"):
+        fig = _new_figure(size_px)
+        axes = fig.subplots(max(len(panels), 1), 1, sharex=True, squeeze=False)[:, 0]
+        for ax, (name, ylabel, series) in zip(axes, panels):
+            _draw_lines(ax, series)
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.set_title(f"{name} losses", fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="upper right")
+        axes[-1].set_xlabel("step (each point: mean over the steps since the previous point)")
+        fig.suptitle(title)
+        fig.subplots_adjust(left=0.1, right=0.97, top=0.9, bottom=0.09, hspace=0.3)
+        _save(fig, path)
+    return fig
 
 
 # -- qualitative strip --------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so its charts stay blank without a
 network. This template carries the same versions that dvc-render asks for (vega 5.20.2, vega-lite
 5.2.0, vega-embed 6.18.2; BSD-3-Clause, licences kept in the page), so the page draws offline.
-`.dvc/config` points `plots.html_template` at it. A footer reports how many charts and images drew;
-tests/test_pipeline.py reads it from a headless Chromium.
+`.dvc/config` points `plots.html_template` at it. A footer reports how many charts and images drew, and
+each chart's div gets the colours vega gave its series (HOOK keeps the vegaEmbed calls, CHECK reads their
+views' colour scales); tests/test_pipeline.py reads both from a headless Chromium.
 
 Rebuild (needs the npm registry once; the output is committed):
 
@@ -22,6 +23,21 @@ LIBS = ("vega", "vega-lite", "vega-embed")
 
 # Counts drawn charts (a vega-embed container with a non-empty canvas or svg) and decoded images,
 # and writes them into the footer (and data-* attributes) until everything drew or 20 s passed.
+HOOK = """
+<script>
+// Keeps every vegaEmbed call of the page (target, spec, the promise of the drawn view) for CHECK's colours().
+window.cordaEmbeds = [];
+(function () {
+  var embed = window.vegaEmbed;
+  window.vegaEmbed = function (target, spec, opts) {
+    var result = embed(target, spec, opts);
+    window.cordaEmbeds.push({target: target, spec: spec, result: result});
+    return result;
+  };
+})();
+</script>
+"""
+
 CHECK = """
 <footer id="corda-render-check" style="font:12px sans-serif;color:#666;margin:20px">checking...</footer>
 <script>
@@ -49,7 +65,26 @@ CHECK = """
       " images (vega " + (window.vega ? vega.version : "missing") + ")";
     if ((drawn < total || ok < imgs.length) && Date.now() - t0 < 20000) setTimeout(count, 200);
   }
-  window.addEventListener("load", function () { setTimeout(count, 200); });
+  // Each chart's colour legend as vega drew it: the series colour scale ("color", nominal) of the view that
+  // vegaEmbed returned (HOOK keeps the calls) is written to the chart's div as data-colours ({value: colour}),
+  // next to data-title, for the browser test to compare with corda.report's colour tables.
+  function colours() {
+    (window.cordaEmbeds || []).forEach(function (call) {
+      call.result.then(function (res) {
+        var el = document.querySelector(call.target), spec = call.spec, map = {};
+        try {
+          var sc = res.view.scale("color");
+          if (sc && sc.type === "ordinal") {
+            var d = sc.domain(), r = sc.range();
+            d.forEach(function (v, i) { map[v] = r[i % r.length]; });
+          }
+        } catch (e) { map = {}; }
+        el.dataset.title = (spec.title && (spec.title.text || spec.title)) || "";
+        el.dataset.colours = JSON.stringify(map);
+      });
+    });
+  }
+  window.addEventListener("load", function () { setTimeout(count, 200); colours(); });
 })();
 </script>
 """
@@ -75,7 +110,7 @@ def main() -> None:
         scripts.append(f"<!-- {tgz.name}: {name}, licence follows\n{lic.replace('--', '- -')}\n-->\n<script>{js}</script>")
     page = ("<!DOCTYPE html>\n<html>\n<head>\n{refresh_tag}\n<title>DVC Plot (offline)</title>\n"
             + "\n".join(scripts)
-            + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n"
+            + "\n" + HOOK + "<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n"
             + CHECK + "</body>\n</html>\n")
     for placeholder in ("{scripts}",):  # DVC would insert its CDN tags there
         assert placeholder not in page

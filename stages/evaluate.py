@@ -137,20 +137,18 @@ def main(
         # Plot data for `dvc plots` (declared in dvc.yaml) and offline PNG renderings of the same charts.
         out_eval.mkdir(parents=True, exist_ok=True)
         write_json(out_eval / "per_class_iou.json", report.per_class_records(results, set_names))
-        focus = "corda" if "corda" in matrices else names[0]
+        # Confusion matrices of CorDA and its natural comparison, DACS (the same recipe without depth).
+        shown = {m: matrices[m] for m in report.CONFUSION_MODELS if m in matrices} or {names[0]: matrices[names[0]]}
         sub = np.ix_(list(class_set), list(class_set))
-        write_json(out_eval / "confusion.json", report.confusion_rate_records(matrices[focus][sub], set_names))
+        shown = {m: c[sub] for m, c in shown.items()}
+        write_json(out_eval / "confusion.json", report.confusion_rates_by_model(shown, set_names))
         report.plot_per_class_iou(results, set_names, out_eval / "per_class_iou.png")
-        report.plot_confusion(matrices[focus][sub], set_names, out_eval / "confusion.png",
-                              title=f"{focus}: confusion matrix (rows normalised)")
-        curves = {n: ([r["step"] for r in h if "val/miou" in r], [r["val/miou"] for r in h if "val/miou" in r])
-                  for n, h in histories.items()}
-        report.plot_curves(curves, out_eval / "val_miou.png", "target-val mIoU during training", ylabel="mIoU")
+        report.plot_confusion(shown, set_names, out_eval / "confusion.png",
+                              title="Confusion matrices on target val (rows: ground truth, normalised)")
+        write_json(out_eval / "val_miou.json", report.val_miou_records(histories))
+        report.plot_val_miou(histories, out_eval / "val_miou.png")
         if "corda" in histories:
-            keys = [k for k in ("seg_src", "seg_mix", "depth_src", "depth_mix")
-                    if any(r.get(k, 0) != 0 for r in histories["corda"])]  # terms the method has
-            report.plot_curves({k: ([r["step"] for r in histories["corda"]], [r[k] for r in histories["corda"]])
-                                for k in keys}, out_eval / "corda_losses.png", "corda: loss terms")
+            report.plot_loss_terms(histories["corda"], out_eval / "corda_losses.png", "corda: training loss terms")
 
         # Qualitative strip: image | ground truth | prediction | depth | ω (from the CorDA decoders).
         rows = prediction_strip_rows(loaded.get("corda", loaded[names[0]]), val, cfg.strip_items, device)

@@ -146,6 +146,20 @@ def test_plots_page_draws_offline_in_headless_chromium(smoke_repo, tmp_path):
     attrs = dict(re.findall(r'data-([a-z-]+)="(\d+)"', footer.group(0)))
     assert int(attrs["charts"]) >= 5 and attrs["drawn"] == attrs["charts"], footer.group(0)
     assert int(attrs["images"]) >= 5 and attrs["images-ok"] == attrs["images"], footer.group(0)
+    # The colours vega gave each chart's series in the browser (the template's data-colours, {value: colour}):
+    # the pseudo-label chart has a line per signal, and every model chart colours a model as the PNGs do.
+    import html
+
+    from corda.report import MODEL_COLOURS, SIGNAL_COLOURS
+
+    legends = {html.unescape(t): json.loads(html.unescape(c)) for t, c in
+               re.findall(r'<div[^>]* data-title="([^"]*)"[^>]* data-colours="([^"]*)"', dom)}
+    pseudo = [c for t, c in legends.items() if t.startswith("Pseudo-label accuracy")]
+    assert pseudo == [SIGNAL_COLOURS], legends
+    by_model = {t: c for t, c in legends.items() if t.startswith(("Per-class IoU", "Target-val mIoU"))}
+    assert len(by_model) == 2, legends
+    for title, colours in by_model.items():
+        assert colours == MODEL_COLOURS, (title, colours)
     shot = tmp_path / "page.png"
     subprocess.run(browser + [f"--screenshot={shot}", (out / "index.html").as_uri()], capture_output=True,
                    timeout=180)
