@@ -61,7 +61,7 @@ def main() -> None:
     from corda.methods import get_method
     from corda.seg.config import ModelConfig, TrainConfig
     from corda.seg.run import make_eval_fn, run_training, seg_datasets, set_seeds
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     setup_logging("WARNING")
     p = load_params("params.yaml")
@@ -152,7 +152,7 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     from corda.data import codecs
     from corda.data.datasets import SegDepthDataset
     from corda.h5io import write_depth_h5
-    from stages.common import section
+    from corda.params import section
     from stages.data import DataConfig
 
     dcfg = section(p, "data", DataConfig)

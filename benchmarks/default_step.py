@@ -132,7 +132,7 @@ def main() -> None:
     import yaml
 
     from corda.seg.config import ModelConfig, TrainConfig
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     p = load_params(args.params)
     mcfg, tcfg = section(p, "model", ModelConfig), section(p, "train", TrainConfig)

@@ -62,8 +62,8 @@ def adabn_score(model, score, params: dict, target_train, resize_hw, device) -> 
     """``score`` of ``model`` with BN statistics from the first ``evaluate.adabn_items`` target train images, as
     the evaluate stage's target-statistics row (a diagnostic of the source/target statistics confound)."""
     from corda.adabn import adabn_batches, target_bn_statistics
-    from stages.common import section
-    from stages.evaluate import EvalConfig
+    from corda.params import section
+    from corda.seg.config import EvalConfig
 
     # the params' count; presets that switch the row off (0) get the stage's default count
     items = section(params, "evaluate", EvalConfig).adabn_items or EvalConfig().adabn_items
@@ -96,7 +96,7 @@ def main() -> None:
     from corda.device import resolve_device
     from corda.seg.config import ModelConfig, TrainConfig
     from corda.seg.run import make_source_sampler, run_training, seg_datasets, set_seeds
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     setup_logging("WARNING")
     p = apply_sets(load_params("params.yaml"), args.sets)

@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from stages.common import load_params, stage_main
+from corda.params import load_params
+from stages.common import stage_main
 
 log = logging.getLogger("stages.rcs")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -36,7 +37,7 @@ def main(
     from corda.labels import NUM_CLASSES
     from corda.rcs import compute_class_stats, write_class_stats
     from corda.seg.config import TrainConfig
-    from stages.common import check_data_kinds, section
+    from corda.params import check_data_kinds, section
 
     p = load_params(params)
     recipe = section(p, "train", TrainConfig)

@@ -35,7 +35,6 @@ def main(
     depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
 ) -> None:
     """Train one segmentation method on the embedded benchmark or real data; writes models/<method>.pt."""
-    from corda.errors import ConfigError
     from corda.device import resolve_device
     from corda.io import staged_outputs
     from corda.seg.config import ModelConfig, TrainConfig
@@ -66,7 +65,8 @@ def _train(method: str, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.seg.run import RCS_STATS, make_eval_fn, make_source_sampler, run_training, save_model, seg_datasets
+    from corda.seg.run import RCS_STATS, make_eval_fn, make_source_sampler, run_training, seg_datasets
+    from corda.seg.model_file import save_model
 
     splits = load_splits(manifest)
     row = get_method(method)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import load_params, section
+from corda.params import load_params, section
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAM_FILES = [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]
@@ -19,9 +19,9 @@ def _sections():
     from corda.depth.config import DepthConfig
     from corda.seg.config import ModelConfig, TrainConfig
     from stages.data import DataConfig
-    from stages.evaluate import EvalConfig
-    from stages.pseudo_labels import PseudoConfig
-    from stages.self_train import SelfTrainConfig
+    from corda.seg.config import EvalConfig
+    from corda.seg.config import PseudoConfig
+    from corda.seg.config import SelfTrainConfig
 
     return {"data": DataConfig, "depth": DepthConfig, "model": ModelConfig, "train": TrainConfig,
             "pseudo_labels": PseudoConfig, "self_train": SelfTrainConfig, "evaluate": EvalConfig}

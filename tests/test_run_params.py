@@ -11,7 +11,7 @@ import yaml
 
 from corda.config import run_keys
 from corda.errors import ConfigError
-from stages.common import RUN, load_params, section
+from corda.params import RUN, load_params, section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +20,8 @@ def _configs():
     from corda.depth.config import DepthConfig
     from corda.seg.config import TrainConfig
     from stages.data import DataConfig
-    from stages.evaluate import EvalConfig
-    from stages.pseudo_labels import PseudoConfig
+    from corda.seg.config import EvalConfig
+    from corda.seg.config import PseudoConfig
 
     return {"data": DataConfig, "depth": DepthConfig, "train": TrainConfig, "pseudo_labels": PseudoConfig,
             "evaluate": EvalConfig}

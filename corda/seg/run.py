@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from corda import uda
 from corda.config import to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
-from corda.methods import get_method, saved_method
+from corda.methods import get_method
 from corda.models.corda_net import CorDANet, param_groups
 from corda.precision import (
     autocast,
@@ -29,7 +29,8 @@ from corda.precision import (
     to_layout,
 )
 from corda.seg.config import ModelConfig, TrainConfig
-from corda.seg.step import build_seg_model, train_step
+from corda.seg.model_file import build_model
+from corda.seg.step import train_step
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,6 @@ log = logging.getLogger(__name__)
 def seg_config(cfg: TrainConfig, method: str) -> TrainConfig:
     """The ``train`` section as the step of ``method`` reads it (``method`` set; the saved config keeps its own)."""
     return dataclasses.replace(cfg, method=get_method(method).name)
-
-
-def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
-    kw = {f.name: getattr(mcfg, f.name) for f in dataclasses.fields(ModelConfig)}
-    return build_seg_model(method, **kw)
 
 
 def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
@@ -221,7 +217,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
 
 
 # ------------------------------------------------------------------------------------------------
-# Data, validation, checkpoints (shared by the train, self_train, pseudo_labels and evaluate stages)
+# Data and validation (shared by the train and self_train stages)
 
 
 def set_seeds(seed: int) -> None:
@@ -284,44 +280,3 @@ def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_siz
         return {"val/miou": float(cm.miou(class_set))}
 
     return eval_fn
-
-
-def save_model(path: Path, *, method: str, student: nn.Module, teacher: nn.Module | None, mcfg: ModelConfig,
-               tcfg: TrainConfig, history: list[dict], extra: dict | None = None) -> None:
-    """The trained-model artefact: student (evaluated, §6), EMA teacher (pseudo-labels), configs, curves."""
-    from corda.io import save_torch
-
-    state = {
-        "method": method,
-        "model_config": to_dict(mcfg),
-        "train_config": to_dict(tcfg),
-        "student": student.state_dict(),
-        "teacher": teacher.state_dict() if teacher is not None else None,
-        "history": history,
-        **(extra or {}),
-    }
-    save_torch(state, path)
-
-
-def load_model(path: Path, device: torch.device, which: Literal["student", "teacher"] = "student") -> tuple[CorDANet, dict]:
-    """Rebuild a saved model; a missing, corrupt or incompatible checkpoint is a one-line CordaError."""
-    from corda.config import from_mapping
-    from corda.errors import CordaError, brief_error
-    from corda.models.weights import read_torch_file
-
-    path = Path(path)
-    ck = read_torch_file(path, missing=f"{path}: checkpoint not found; run its training stage first (dvc repro)",
-                         unreadable=lambda exc: f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
-                                                "re-run the stage that wrote it", weights_only=False)
-    try:
-        mcfg = from_mapping(ModelConfig, ck["model_config"], "model")
-        model = build_model(mcfg, saved_method(ck["method"]).name)
-        state = ck[which] if ck.get(which) is not None else ck["student"]
-        model.load_state_dict(state)
-    except CordaError:
-        raise
-    except Exception as exc:
-        raise CordaError(f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
-                         "re-run the stage that wrote it") from exc
-    return model.to(device), ck
-
