@@ -64,6 +64,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
+    from corda.methods import SELF_TRAIN
     from corda.seg.run import make_eval_fn, run_training, seg_datasets
     from corda.seg.model_file import load_model, save_model
 
@@ -92,7 +93,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
 
     inputs_fp = {"manifest": file_hash(manifest), "init": file_hash(init), "pseudo": file_hash(pseudo_h5)}
     student, _, trainer = run_training(
-        method="self_train", mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
+        method=SELF_TRAIN, mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
         scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,
         init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress,
         dist=dist)

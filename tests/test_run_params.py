@@ -92,6 +92,22 @@ def test_changing_a_result_param_does_change_stage_params(dvc_copy):
     assert changed == {"train@source_only", "train@dacs", "train_corda", "train_oracle", "self_train"}
 
 
+@pytest.mark.parametrize("override, stages", [
+    # The depth-only keys (dvc.yaml's train_depth list): the CorDA branch, never the baselines or the oracle.
+    ("train.lambda_depth=0.05", {"train_corda", "self_train"}),
+    ("train.depth_weight_eps=0.01", {"train_corda", "self_train"}),
+    # The oracle's own step count: the oracle alone.
+    ("train.oracle_iterations=9", {"train_oracle"}),
+])
+def test_a_train_key_changes_only_the_stages_that_read_it(dvc_copy, override, stages):
+    """What `dvc exp run -S <override>` re-runs first, read through DVC itself from dvc.yaml's anchored key lists
+    (the stages downstream then follow from their deps: pseudo_labels, evaluate)."""
+    before = _dvc_param_values(dvc_copy)
+    _set(dvc_copy, override)
+    after = _dvc_param_values(dvc_copy)
+    assert {s for s in before if before[s] != after[s]} == stages
+
+
 def test_run_knob_set_like_exp_run_reaches_the_config(dvc_copy):
     from corda.seg.config import TrainConfig
 

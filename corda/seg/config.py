@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from corda.config import field, per_process_batch
 from corda.errors import ConfigError
-from corda.methods import METHODS
+from corda.methods import METHODS, Method
 
 # The choices of the sections' keys, read by the code that acts on them (corda.models, corda.precision): this
 # module imports no model or torch code, so loading a config costs nothing.
@@ -150,9 +150,9 @@ class TrainConfig:
     # from pretrained weights at lr 2.5e-4 and needs none.
     grad_clip: float | None = field(None, gt=0)
 
-    def for_method(self, method: str) -> TrainConfig:
-        """This config as ``method`` trains it: the oracle runs ``oracle_iterations`` steps when that is set."""
-        if self.oracle_iterations is None or not METHODS[method].target_ground_truth:
+    def for_method(self, method: Method) -> TrainConfig:
+        """This config as ``method`` (a row) trains it: the oracle runs ``oracle_iterations`` steps when set."""
+        if self.oracle_iterations is None or not method.target_ground_truth:
             return self
         return dataclasses.replace(self, iterations=self.oracle_iterations)
 

@@ -19,7 +19,7 @@ from corda import uda
 from corda.config import to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
-from corda.methods import get_method
+from corda.methods import Method
 from corda.models.corda_net import CorDANet, param_groups
 from corda.precision import (
     autocast,
@@ -35,12 +35,12 @@ from corda.seg.step import train_step
 log = logging.getLogger(__name__)
 
 
-def seg_config(cfg: TrainConfig, method: str) -> TrainConfig:
+def seg_config(cfg: TrainConfig, method: Method) -> TrainConfig:
     """The ``train`` section as the step of ``method`` reads it (``method`` set; the saved config keeps its own)."""
-    return dataclasses.replace(cfg, method=get_method(method).name)
+    return dataclasses.replace(cfg, method=method.name)
 
 
-def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
+def make_student_teacher(mcfg: ModelConfig, method: Method, device: torch.device,
                          channels_last: bool = False) -> tuple[CorDANet, CorDANet | None]:
     """The student (without depth heads for DACS, :mod:`corda.methods`) and, for the mean-teacher methods, its
     frozen EMA copy."""
@@ -48,18 +48,18 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
     if channels_last:
         student = student.to(memory_format=memory_format(True))
     teacher = None
-    if get_method(method).teacher:
+    if method.teacher:
         teacher = copy.deepcopy(student)
         for p in teacher.parameters():
             p.requires_grad_(False)
     return student, teacher
 
 
-def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Module, method: str):
+def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Module, method: Method):
     """DAFormer's ImageNet feature distance when ``train.fd_weight`` > 0 (else None): a frozen copy of the
     student's encoder as loaded from ``model.pretrained`` (:class:`ImageNetFeatureDistance`). Needs the MiT
     network and the ImageNet weights: without them there is no ImageNet knowledge to keep."""
-    if tcfg.fd_weight <= 0 or not get_method(method).source_batch:
+    if tcfg.fd_weight <= 0 or not method.source_batch:
         return None
     from corda.errors import ConfigError
     from corda.losses.feature_distance import ImageNetFeatureDistance
@@ -125,12 +125,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
+def run_training(*, method: Method, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
                  device: torch.device, scratch: Path, inputs_fp: Any, init_state: dict | None = None,
                  eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
                  tgt_transform: Callable[[dict], dict] | None = None, progress=None,
                  dist: DistInfo = SINGLE, source_sampler=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
-    """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
+    """Train ``method`` (a :mod:`corda.methods` row) for ``tcfg.iterations`` steps; returns (student, teacher,
+    trainer).
 
     ``tcfg.precision`` / ``tcfg.channels_last`` / ``tcfg.compile`` select the numeric path (:mod:`corda.precision`); the
     default fp32, contiguous path is the one the paper's recipe uses. With ``dist`` of N > 1 ranks (the
@@ -160,7 +161,6 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     local_batch(tcfg.batch_source, dist, "train.batch_source")
     local_batch(tcfg.batch_target, dist, "train.batch_target")
     configure_backends(tcfg.precision, device)
-    row = get_method(method)
     scfg = seg_config(tcfg, method)
     student, teacher = make_student_teacher(mcfg, method, device, channels_last=tcfg.channels_last)
     if init_state is not None:
@@ -171,22 +171,22 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
     optimizer = build_optimizer(student, tcfg)
-    fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
+    fp = fingerprint({"method": method.name, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
     trainer = Trainer(modules=modules, optimizer=optimizer, iterations=tcfg.iterations,
                       lr_at=lambda s: lr_at(tcfg, s), scratch=scratch,
                       fingerprint=fp, checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
                       eval_fn=(lambda s: eval_fn(student, s)) if eval_fn and dist.is_main else None,
                       eval_every=tcfg.eval_every or tcfg.iterations,
-                      nan_policy=tcfg.nan_policy, progress=progress if dist.is_main else None, desc=f"train {method}",
+                      nan_policy=tcfg.nan_policy, progress=progress if dist.is_main else None, desc=f"train {method.name}",
                       reduce_terms=(lambda terms: mean_over_ranks(terms, dist)) if dist.enabled else None,
                       write_checkpoints=dist.is_main, grad_clip=tcfg.grad_clip)
     trainer.try_resume()
     # Wrapped after resuming, so DDP broadcasts the resumed weights (identical on every rank anyway).
     # source_only / oracle never put the depth heads in the loss: DDP must look for unused parameters.
-    net = wrap(student, dist, device, find_unused=row.unused_parameters)
+    net = wrap(student, dist, device, find_unused=method.unused_parameters)
     start = trainer.state.step
-    need_src = row.source_batch
-    need_tgt = row.target_batch
+    need_src = method.source_batch
+    need_tgt = method.target_batch
     src_keys = None
     if source_sampler is not None:
         from corda.rcs import rcs_batch_keys

@@ -57,8 +57,10 @@ def test_adamw_with_duplicate_backbone_updates_is_refused_by_the_config():
 
 def test_oracle_iterations_are_the_oracles_step_count_only():
     """train.oracle_iterations sets the ceiling's schedule; every compared method keeps train.iterations."""
+    from corda.methods import METHODS, ORACLE
+
     cfg = TrainConfig(iterations=6, oracle_iterations=9)
-    assert cfg.for_method("oracle").iterations == 9
-    for m in ("source_only", "dacs", "corda", "self_train", "corda_no_omega", "corda_no_exchange"):
-        assert cfg.for_method(m) is cfg
-    assert TrainConfig(iterations=6).for_method("oracle").iterations == 6  # null: as long as the others
+    assert cfg.for_method(ORACLE).iterations == 9
+    for m in METHODS.values():
+        assert m is ORACLE or cfg.for_method(m) is cfg
+    assert TrainConfig(iterations=6).for_method(ORACLE).iterations == 6  # null: as long as the others
