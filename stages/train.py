@@ -66,7 +66,8 @@ def _train(row: Method, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.seg.run import RCS_STATS, make_eval_fn, make_source_sampler, run_training, seg_datasets
+    from corda.rcs import STATS_PATH
+    from corda.seg.run import make_eval_fn, make_source_sampler, run_training, seg_datasets
     from corda.seg.model_file import save_model
 
     splits = load_splits(manifest)
@@ -74,7 +75,7 @@ def _train(row: Method, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     sampler = make_source_sampler(tcfg, src_ds) if row.source_batch else None
     inputs_fp = {"manifest": file_hash(manifest),
                  **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))},
-                 **({"rcs": file_hash(RCS_STATS)} if sampler is not None else {})}
+                 **({"rcs": file_hash(STATS_PATH)} if sampler is not None else {})}
     class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
     eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
     student, teacher, trainer = run_training(

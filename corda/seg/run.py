@@ -252,10 +252,7 @@ def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_l
     return src, tgt, val
 
 
-RCS_STATS = Path("data/rcs_class_stats.json")  # the rcs stage's output (stages/rcs.py)
-
-
-def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path = RCS_STATS):
+def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path | None = None):
     """DAFormer's rare-class sampler over ``source_ds`` when ``train.rcs_temperature`` is set, else None.
 
     Reads the ``rcs`` stage's statistics; a missing, empty or stale file is a one-line DataError that says
@@ -263,9 +260,10 @@ def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path = RCS_STATS):
     """
     if tcfg.rcs_temperature is None:
         return None
-    from corda.rcs import load_sampler
+    from corda.rcs import STATS_PATH, load_sampler
 
-    return load_sampler(stats, source_ds.names, tcfg.rcs_temperature, tcfg.rcs_min_pixels, tcfg.seed)
+    return load_sampler(stats or STATS_PATH, source_ds.names, tcfg.rcs_temperature, tcfg.rcs_min_pixels,
+                        tcfg.seed)
 
 
 def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_size: int, items: int,
