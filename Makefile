@@ -22,9 +22,9 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
-# dvc.yaml commands call `python`: put the venv first on PATH so they run in it.
+# dvc.yaml's commands run .venv/bin/python themselves, whatever PATH holds.
 repro: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	$(VENV)/bin/dvc repro
 
 # The offline-plots browser check needs Debian's chromium; install it when we can (root with apt-get),
 # otherwise that one test is skipped with a reason.

@@ -61,7 +61,7 @@ def main() -> None:
     from corda.methods import get_method
     from corda.seg.config import ModelConfig, TrainConfig
     from corda.seg.run import make_eval_fn, run_training, seg_datasets, set_seeds
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     setup_logging("WARNING")
     p = load_params("params.yaml")
@@ -81,18 +81,19 @@ def main() -> None:
     for seed in args.seeds:
         for name in args.variants:
             method, mover, tover, exact = VARIANTS[name]
+            row = get_method(method)
             mcfg = dataclasses.replace(mcfg0, **mover)
             tcfg = dataclasses.replace(tcfg0, seed=seed, eval_every=0, **tover,
                                        **({"precision": args.precision} if args.precision else {}),
                                        **({"iterations": args.iterations, "oracle_iterations": None}
-                                          if args.iterations else {})).for_method(method)
+                                          if args.iterations else {})).for_method(row)
             set_seeds(seed)
             src, tgt, val = seg_datasets(splits, tcfg, exact_dir if exact else Path("depth"),
-                                         with_target_labels=get_method(method).target_ground_truth)
+                                         with_target_labels=row.target_ground_truth)
             ev = make_eval_fn(val, mcfg.num_classes, class_set, 32, 0, device)
             t0 = time.perf_counter()
             try:
-                student, teacher, _ = run_training(method=method, mcfg=mcfg, tcfg=tcfg, source_ds=src,
+                student, teacher, _ = run_training(method=row, mcfg=mcfg, tcfg=tcfg, source_ds=src,
                                                    target_ds=tgt, device=device,
                                                    scratch=Path(f"checkpoints/ablation/{name}-{seed}{tag}.pt"),
                                                    inputs_fp={"ablation": name, "seed": seed})
@@ -152,7 +153,7 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     from corda.data import codecs
     from corda.data.datasets import SegDepthDataset
     from corda.h5io import write_depth_h5
-    from stages.common import section
+    from corda.params import section
     from stages.data import DataConfig
 
     dcfg = section(p, "data", DataConfig)

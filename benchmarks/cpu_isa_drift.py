@@ -48,6 +48,7 @@ def child(out: Path, steps: list[int], crop: int, batch: int) -> None:
     from corda.config import from_mapping
     from corda.models.corda_net import param_groups
     from corda.seg.config import ModelConfig, TrainConfig
+    from corda.methods import CORDA
     from corda.seg.run import make_student_teacher, seg_config, set_seeds
     from corda.seg.step import train_step
     from corda.uda import ema_update
@@ -57,7 +58,7 @@ def child(out: Path, steps: list[int], crop: int, batch: int) -> None:
     mcfg = from_mapping(ModelConfig, params["model"], "model")
     tcfg = from_mapping(TrainConfig, params["train"], "train")
     set_seeds(tcfg.seed)
-    student, teacher = make_student_teacher(mcfg, "corda", torch.device("cpu"))
+    student, teacher = make_student_teacher(mcfg, CORDA, torch.device("cpu"))
     opt = torch.optim.SGD(param_groups(student, tcfg.lr, tcfg.head_lr_mult), lr=tcfg.lr,
                           momentum=tcfg.momentum, weight_decay=tcfg.weight_decay)
     g = torch.Generator().manual_seed(0)
@@ -75,7 +76,7 @@ def child(out: Path, steps: list[int], crop: int, batch: int) -> None:
         student.train()
         return y
 
-    cfg = seg_config(tcfg, "corda")
+    cfg = seg_config(tcfg, CORDA)
     first = logits()
     losses, times = [], []
     params_ = [p for p in student.parameters()]

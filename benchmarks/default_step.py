@@ -63,11 +63,12 @@ def time_method(method: str, mcfg, tcfg, steps: int, warmup: int, channels_last:
 
     torch.manual_seed(0)
     device = torch.device("cpu")
-    student, teacher = make_student_teacher(mcfg, method, device, channels_last)
+    row = get_method(method)
+    student, teacher = make_student_teacher(mcfg, row, device, channels_last)
     opt = build_optimizer(student, tcfg)
-    cfg = seg_config(tcfg, method)
+    cfg = seg_config(tcfg, row)
     gen = torch.Generator().manual_seed(0)
-    src, tgt = batches(tcfg, gen, get_method(method).target_ground_truth)
+    src, tgt = batches(tcfg, gen, row.target_ground_truth)
     src, tgt = to_layout(src, channels_last), to_layout(tgt, channels_last)
     phases: dict[str, list[float]] = {"forward": [], "backward": [], "optimizer": [], "ema": []}
     for i in range(warmup + steps):
@@ -132,7 +133,7 @@ def main() -> None:
     import yaml
 
     from corda.seg.config import ModelConfig, TrainConfig
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     p = load_params(args.params)
     mcfg, tcfg = section(p, "model", ModelConfig), section(p, "train", TrainConfig)

@@ -42,7 +42,7 @@ def main() -> None:
     for name in ("data", "depth"):
         if not (work / name).exists():
             (work / name).symlink_to(ROOT / name)
-    from stages.common import load_params
+    from corda.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     params["train"]["seed"] = args.seed
@@ -60,8 +60,8 @@ def main() -> None:
     from corda.device import resolve_device
     from corda.labels import CLASS_SETS
     from corda.seg.config import ModelConfig, TrainConfig
-    from corda.seg.run import load_model
-    from stages.common import section
+    from corda.seg.model_file import load_model
+    from corda.params import section
 
     device = resolve_device("auto")
     manifest = ROOT / "data" / "manifest.json"

@@ -65,7 +65,7 @@ def paper_step(backbone: str, batch: int, crop: int, device, channels_last: bool
     row of corda.methods (``dacs``: no depth branch)."""
     from corda.precision import compile_networks, memory_format, to_layout
     from corda.seg.config import TrainConfig
-    from corda.seg.step import build_seg_model
+    from corda.seg.model_file import build_seg_model
 
     torch.manual_seed(0)
     student = build_seg_model(method, **model_kwargs(backbone, architecture, mit)).to(
@@ -94,7 +94,7 @@ def imagenet_feature_distance(student, architecture: str):
     if architecture != "daformer":
         return None
     from corda.losses.feature_distance import ImageNetFeatureDistance
-    from corda.recipe import THING_CLASSES
+    from corda.seg.config import THING_CLASSES
 
     return ImageNetFeatureDistance(student.backbone, 0.005, THING_CLASSES, 0.75, 19)
 
@@ -133,7 +133,7 @@ def run(variant: dict, args, device) -> tuple[float, float]:
 
 @torch.no_grad()
 def inference(args, device, bf16: bool) -> float:
-    from corda.seg.step import build_seg_model
+    from corda.seg.model_file import build_seg_model
 
     model = build_seg_model("corda", **model_kwargs(args.backbone, args.architecture, args.mit)).to(device).eval()
     x = torch.rand(1, 3, args.crop, 2 * args.crop, device=device)

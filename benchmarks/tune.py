@@ -62,8 +62,8 @@ def adabn_score(model, score, params: dict, target_train, resize_hw, device) -> 
     """``score`` of ``model`` with BN statistics from the first ``evaluate.adabn_items`` target train images, as
     the evaluate stage's target-statistics row (a diagnostic of the source/target statistics confound)."""
     from corda.adabn import adabn_batches, target_bn_statistics
-    from stages.common import section
-    from stages.evaluate import EvalConfig
+    from corda.params import section
+    from corda.seg.config import EvalConfig
 
     # the params' count; presets that switch the row off (0) get the stage's default count
     items = section(params, "evaluate", EvalConfig).adabn_items or EvalConfig().adabn_items
@@ -96,7 +96,7 @@ def main() -> None:
     from corda.device import resolve_device
     from corda.seg.config import ModelConfig, TrainConfig
     from corda.seg.run import make_source_sampler, run_training, seg_datasets, set_seeds
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     setup_logging("WARNING")
     p = apply_sets(load_params("params.yaml"), args.sets)
@@ -114,22 +114,23 @@ def main() -> None:
 
     for name in args.methods:
         method, mover, tover, exact = VARIANTS.get(name, (name, {}, {}, False))
+        row = get_method(method)
         if exact:
             raise SystemExit(f"{name}: run it with benchmarks/ablation.py")
         mcfg_v = dataclasses.replace(mcfg, **mover)
-        tcfg_v = dataclasses.replace(tcfg, **tover).for_method(method)
+        tcfg_v = dataclasses.replace(tcfg, **tover).for_method(row)
         set_seeds(tcfg.seed)
         train_splits = splits
-        if args.split == "tune" and get_method(method).target_ground_truth:
+        if args.split == "tune" and row.target_ground_truth:
             # The oracle trains on target labels: keep the scored items out of its training data.
             train_splits = {**splits, "target_train": training_part(splits["target_train"])}
         src, tgt, _ = seg_datasets(train_splits, tcfg, Path(args.depth_dir),
-                                   with_target_labels=get_method(method).target_ground_truth)
+                                   with_target_labels=row.target_ground_truth)
         t0 = time.perf_counter()
         scratch = Path(f"checkpoints/tune/{args.tag or 'run'}-{name.replace(' ', '_')}-{tcfg.seed}.pt")
         scratch.unlink(missing_ok=True)
-        sampler = make_source_sampler(tcfg_v, src) if get_method(method).source_batch else None  # rare-class
-        student, teacher, _ = run_training(method=method, mcfg=mcfg_v, tcfg=tcfg_v, source_ds=src, target_ds=tgt,
+        sampler = make_source_sampler(tcfg_v, src) if row.source_batch else None  # rare-class
+        student, teacher, _ = run_training(method=row, mcfg=mcfg_v, tcfg=tcfg_v, source_ds=src, target_ds=tgt,
                                            device=device, scratch=scratch, inputs_fp={"tune": args.tag},
                                            source_sampler=sampler)
         seconds = time.perf_counter() - t0

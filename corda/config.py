@@ -152,6 +152,15 @@ def run_keys(cls: type) -> tuple[str, ...]:
     return tuple(getattr(cls, "RUN_KEYS", ()))
 
 
+def per_process_batch(global_batch: int, world: int, name: str, devices_key: str = "train.devices") -> int:
+    """Images per process of ``global_batch`` split over ``world`` processes; ``name`` (the batch) and
+    ``devices_key`` are the params keys named in the error when ``world`` does not divide the batch."""
+    if global_batch % world:
+        raise ConfigError(f"{name}: {global_batch} is a global batch and must be divisible by {devices_key}={world} "
+                          f"(the number of processes); make it a multiple of {devices_key}")
+    return global_batch // world
+
+
 def to_dict(cfg: Any) -> dict:
     """A plain (YAML/JSON-serialisable) dict of a config dataclass, tuples as lists."""
 

@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from corda.config import per_process_batch
 from corda.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,7 @@ def local_batch(global_batch: int, n: DistInfo | int, name: str, devices_key: st
     """Images per rank of ``global_batch`` split over ``n`` processes (a DistInfo, or a ``devices`` setting
     checked when a config is loaded); ``name`` (the batch) and ``devices_key`` are the params keys named in
     the error when n does not divide the batch."""
-    world = n.world_size if isinstance(n, DistInfo) else n
-    if global_batch % world:
-        raise ConfigError(f"{name}: {global_batch} is a global batch and must be divisible by {devices_key}={world} "
-                          f"(the number of processes); make it a multiple of {devices_key}")
-    return global_batch // world
+    return per_process_batch(global_batch, n.world_size if isinstance(n, DistInfo) else n, name, devices_key)
 
 
 def shard(keys: Sequence, info: DistInfo) -> list:

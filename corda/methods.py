@@ -4,6 +4,11 @@ Each row says what one training method does; the training step (:func:`corda.seg
 run loop (:mod:`corda.seg.run`) and the stages read these fields instead of testing method names.
 An ablation is one more row.
 
+The convention: a row says *what* a method is (which networks, batches and loss terms); a params key is a
+numeric knob of it (``train.lambda_depth``). A stage turns its ``--method`` name into the row once
+(:func:`get_method`) and passes the row on; the library's functions take rows, not names. The saved model
+records the row's name (``method`` in ``models/<name>.pt``, :mod:`corda.seg.model_file`).
+
 ========================  ======  =======  ======  ======  =============  ======  =====  ========
 name                      depth   teacher  source  target  target labels  depth   ω      feature
                           heads            batch   batch                  losses         exchange
@@ -19,7 +24,9 @@ corda_no_exchange         yes     yes      yes     yes     teacher        yes   
 
 ``self_train`` (the second round) has ω already folded into its exported weights, so it does not recompute
 ω. ``source_only`` and ``oracle`` keep the depth heads (the network is CorDA's) but never put them in a loss.
-The two ablations are ``corda`` with ``train.depth_weight: false`` and ``model.distillation: false``.
+The two ablations are ``corda`` with ``train.depth_weight: false`` and ``model.distillation: false``; those two
+switches stay params because saved models record them (their ``train_config`` / ``model_config``), and a
+switch set to false is equivalent to the row.
 """
 
 from __future__ import annotations

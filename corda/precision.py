@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager, Literal
+from typing import TYPE_CHECKING, ContextManager
 
 import torch
 
-Precision = Literal["fp32", "tf32", "bf16"]
-CompileMode = Literal["eager", "default", "reduce-overhead", "max-autotune"]
+if TYPE_CHECKING:
+    from corda.seg.config import CompileMode, Precision
+
 log = logging.getLogger(__name__)
 
 

@@ -43,6 +43,7 @@ from corda.labels import IGNORE
 log = logging.getLogger(__name__)
 
 STATS_FORMAT = 1
+STATS_PATH = Path("data/rcs_class_stats.json")  # where the rcs stage writes the statistics and training reads them
 REBUILD = "rebuild it with `dvc repro rcs` (or `python -m stages.rcs`)"
 
 

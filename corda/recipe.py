@@ -22,10 +22,6 @@ from __future__ import annotations
 
 from torch import nn
 
-# Cityscapes train ids of the "thing" classes: traffic light, traffic sign, person, rider, car, truck, bus,
-# train, motorcycle, bicycle (DAFormer's imnet_feature_dist_classes).
-THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
-
 
 def warmup_poly_factor(step: int, total: int, power: float = 1.0, warmup_iters: int = 0,
                        warmup_ratio: float = 1e-6) -> float:

@@ -17,7 +17,8 @@ import typer
 
 from corda.config import field, to_dict
 from corda.data.procedural.benchmark import BenchmarkConfig
-from stages.common import load_params, section, stage_main
+from corda.params import load_params, section
+from stages.common import stage_main
 
 log = logging.getLogger("stages.data")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)

@@ -37,32 +37,21 @@ def main(
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
     from corda.depth.metrics import DepthMetricAccumulator
+    from corda.depth.checkpoint import depth_checkpoint_path, load_depth_net
     from corda.depth.config import DepthConfig
     from corda.depth.run import export_depth, mono_scale, predict_full
-    from corda.errors import CordaError, brief_error
     from corda.h5io import write_depth_h5
     from corda.inference import iterate_batches
     from corda.io import file_hash, staged_outputs, write_json
     from corda.log import progress
-    from corda.models.depth_net import DepthNet
-    from corda.models.weights import read_torch_file
 
     (cfg,) = stage_configs(params, manifest, depth=DepthConfig)
     device = resolve_device(cfg.device)
     splits = load_splits(manifest)
 
     def load_net(domain: str) -> tuple[torch.nn.Module, str]:
-        path = models_dir / f"{domain}.pt"
-        ck = read_torch_file(path, missing=f"{path}: depth network not found; run `dvc repro depth_pretrain`",
-                             unreadable=lambda exc: f"{path}: not a readable checkpoint ({brief_error(exc)}); "
-                                                    "re-run depth_pretrain", weights_only=False)
-        net = DepthNet(cfg.backbone, None, cfg.min_depth_m, cfg.max_depth_m)
-        try:
-            net.load_state_dict(ck["depth"])
-        except (RuntimeError, KeyError, TypeError) as exc:
-            raise CordaError(f"{path}: incompatible with depth.backbone={cfg.backbone} ({brief_error(exc)}); "
-                             "re-run depth_pretrain") from exc
-        return net.to(device).eval(), file_hash(path)
+        path = depth_checkpoint_path(models_dir, domain)
+        return load_depth_net(path, cfg, device), file_hash(path)
 
     out_dir, out_metrics = Path("depth"), Path("metrics/depth.json")
     with staged_outputs(out_dir, out_metrics) as staged:

@@ -32,11 +32,12 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import load_splits
     from corda.device import resolve_device
-    from corda.depth.config import DepthConfig, recorded_config
+    from corda.depth.checkpoint import depth_checkpoint_path, save_depth_net
+    from corda.depth.config import DepthConfig
     from corda.depth.run import depth_fields, train_depth
     from corda.engine import write_dvclive
     from corda.errors import ConfigError
-    from corda.io import file_hash, save_torch, staged_outputs
+    from corda.io import file_hash, staged_outputs
     from corda.log import progress
 
     (cfg,) = stage_configs(params, manifest, depth=DepthConfig)
@@ -62,9 +63,8 @@ def main(
                                               {"manifest": file_hash(manifest), "domain": domain}, progress,
                                               desc=f"depth {domain}", dist=dist)
                 if dist.is_main:
-                    save_torch({"config": recorded_config(cfg), "domain": domain,
-                                "depth": models["depth"].state_dict(), "history": trainer.history},
-                               staged[out_dir] / f"{domain}.pt")
+                    save_depth_net(depth_checkpoint_path(staged[out_dir], domain), cfg, domain, models["depth"],
+                                   trainer.history)
                 history += [{**r, **{f"{domain}/{k}": v for k, v in r.items() if k != "step"}}
                             for r in trainer.history]
                 trainer.discard_scratch()  # rank 0 only (the others write no checkpoints)

@@ -11,40 +11,20 @@ tables the README embeds) and
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated
 
 import typer
 
-from corda.config import field
-from stages.common import check_data_kinds, load_params, section, stage_main
+from corda.seg.config import EvalConfig
+from corda.params import check_data_kinds, load_params, section
+from stages.common import stage_main
 
 log = logging.getLogger("stages.evaluate")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 
 MODELS = ("source_only", "dacs", "corda", "corda_round2", "oracle")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EvalConfig:
-    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)  # run.evaluate (corda.config.run_keys)
-
-    batch_size: int = field(16, min=1)
-    # Network input size (real data: 512×1024, the original's test-time input); None = native.
-    eval_hw: tuple[int, int] | None = field(None, min=1)
-    # Where predictions are scored (method.md §6). "label": the logits are upsampled (bilinear,
-    # align_corners=True) to each label's own resolution (1024×2048 for Cityscapes), as the authors'
-    # reported numbers. "input": the label is resized (nearest) to eval_hw too, the lower-resolution
-    # protocol of the original's training-time validation. Identical when eval_hw is None.
-    score_at: Literal["label", "input"] = "label"
-    export_label_ids: bool = False  # also write Cityscapes label-id PNGs for the official evaluator
-    strip_items: int = field(6, min=1)  # rows of the qualitative strip
-    # Every model is also scored with its BN statistics re-estimated on this many unlabelled target train
-    # images (rows "<model>_adabn"; corda/adabn.py says why a from-scratch network needs both); 0 = off.
-    adabn_items: int = field(64, min=0)
-    device: str = "auto"
 
 
 @app.command()
@@ -72,7 +52,7 @@ def main(
     from corda.metrics import export_label_ids
     from corda.adabn import adabn_batches, target_bn_statistics
     from corda.seg.qualitative import prediction_strip_rows
-    from corda.seg.run import load_model
+    from corda.seg.model_file import load_model
 
     p = load_params(params)
     cfg = section(p, "evaluate", EvalConfig)

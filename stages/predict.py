@@ -18,7 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from stages.common import load_params, stage_main
+from corda.params import load_params
+from stages.common import stage_main
 
 log = logging.getLogger("stages.predict")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
@@ -70,7 +71,7 @@ def main(
     from corda.log import progress
     from corda.predict import (MIN_SIDE_PX, PredictionWriter, bad_inputs_message, check_inputs, find_images,
                                run_predict)
-    from corda.seg.run import load_model
+    from corda.seg.model_file import load_model
 
     found = find_images(inputs)
     items, bad, small = check_inputs(found)  # before the model loads or anything is written

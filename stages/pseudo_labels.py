@@ -17,34 +17,19 @@ may differ in the last bits (its float sums are added per rank, then across rank
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated
 
 import typer
 
-from corda.config import field, to_dict
+from corda.config import to_dict
+from corda.seg.config import PseudoConfig
 from stages.common import stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.pseudo_labels")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PseudoConfig:
-    # run.pseudo_labels (corda.config.run_keys). devices stays a param: the shards' diagnostics are summed
-    # across processes, so metrics/pseudo_labels.json can differ in the last bits (pseudo/target.h5 does not).
-    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)
-
-    batch_size: int = field(16, min=1)
-    threshold: float = field(0.968, min=0, max=1)  # confidence threshold (recorded, used by rule "threshold")
-    # How the exported per-pixel weight is formed from confidence c and ω (corda.pseudo.final_weight):
-    # confidence_x_omega = c·ω, omega = ω, confidence = c, threshold = [c ≥ threshold]·ω, uniform = 1.
-    weight_rule: Literal["confidence_x_omega", "omega", "confidence", "threshold", "uniform"] = "confidence_x_omega"
-    device: str = "auto"
-    devices: int = field(1, min=1)  # processes (torchrun), each labelling a contiguous share of the images
 
 
 @app.command()
@@ -68,7 +53,7 @@ def main(
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
     from corda.pseudo import PseudoLabelDiagnostics, export_sharded, label_items
-    from corda.seg.run import load_model
+    from corda.seg.model_file import load_model
 
     (cfg,) = stage_configs(params, manifest, pseudo_labels=PseudoConfig)
     out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")

@@ -15,12 +15,12 @@ from typing import Annotated
 
 import typer
 
-from stages.common import load_params, stage_main
+from corda.params import load_params
+from corda.rcs import STATS_PATH
+from stages.common import stage_main
 
 log = logging.getLogger("stages.rcs")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
-
-STATS = Path("data/rcs_class_stats.json")
 
 
 @app.command()
@@ -28,7 +28,7 @@ STATS = Path("data/rcs_class_stats.json")
 def main(
     params: Annotated[Path, typer.Option(help="params file (train.rcs_min_pixels)")] = Path("params.yaml"),
     manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
-    out: Annotated[Path, typer.Option(help="the statistics file to write")] = STATS,
+    out: Annotated[Path, typer.Option(help="the statistics file to write")] = STATS_PATH,
 ) -> None:
     """Count the source labels' class pixels per image; writes data/rcs_class_stats.json."""
     from corda.data.datasets import SegDepthDataset
@@ -36,7 +36,7 @@ def main(
     from corda.labels import NUM_CLASSES
     from corda.rcs import compute_class_stats, write_class_stats
     from corda.seg.config import TrainConfig
-    from stages.common import check_data_kinds, section
+    from corda.params import check_data_kinds, section
 
     p = load_params(params)
     recipe = section(p, "train", TrainConfig)

@@ -10,32 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
-from corda.config import field, to_dict
+from corda.config import to_dict
+from corda.seg.config import SelfTrainConfig
 from stages.common import finish_training, stage_configs, stage_main
 from stages.launch import data_parallel
 
 log = logging.getLogger("stages.self_train")
 app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SelfTrainConfig:
-    seed: int = field(2, min=0)
-    iterations: int = field(400, min=1)
-    lr: float = field(0.0025, gt=0)
-    # Divide each batch's pseudo-label weights by their mean, so the average weight stays 1 (as ω is
-    # normalised in round 1, method.md §4); false uses the exported weights as they are.
-    normalize_weight: bool = True
-    # Which round-1 weights round 2 starts from: the EMA teacher (which made the pseudo-labels and, on the
-    # embedded benchmark, scores well above the student) or the student (the weights round 1 evaluates).
-    init_from: Literal["teacher", "student"] = "teacher"
-    # Weight of a pseudo-label CE on the un-mixed target images (besides the ClassMix term); it also lets the
-    # student's BatchNorm statistics see target images (corda.seg.step.TrainConfig.target_ce_weight).
-    target_weight: float = field(0.0, min=0.0)
 
 
 @app.command()
@@ -79,7 +64,9 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.seg.run import load_model, make_eval_fn, run_training, save_model, seg_datasets
+    from corda.methods import SELF_TRAIN
+    from corda.seg.run import make_eval_fn, run_training, seg_datasets
+    from corda.seg.model_file import load_model, save_model
 
     splits = load_splits(manifest)
     src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)
@@ -106,7 +93,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
 
     inputs_fp = {"manifest": file_hash(manifest), "init": file_hash(init), "pseudo": file_hash(pseudo_h5)}
     student, _, trainer = run_training(
-        method="self_train", mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
+        method=SELF_TRAIN, mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
         scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,
         init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress,
         dist=dist)

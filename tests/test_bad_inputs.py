@@ -201,7 +201,7 @@ def as_dacs(ck: dict) -> None:
     """Turn a CorDA checkpoint into a valid DACS one (the same network without the depth decoders)."""
     from corda.config import from_mapping
     from corda.seg.config import ModelConfig
-    from corda.seg.run import build_model
+    from corda.seg.model_file import build_model
 
     state = build_model(from_mapping(ModelConfig, ck["model_config"], "model"), "dacs").state_dict()
     ck.update(method="dacs", student=state, teacher=state)
@@ -457,7 +457,7 @@ def test_self_train_starts_from_the_chosen_round1_weights(good: Path, tmp_path: 
     """Not a bad input, but it needs this file's good workspace: ``self_train.init_from`` picks which of
     models/corda.pt's networks round 2 starts from. At a vanishing learning rate one step moves no
     parameter measurably, so round 2's weights must be the chosen network's and not the other's."""
-    from corda.seg.run import load_model
+    from corda.seg.model_file import load_model
 
     case = make_case(good, tmp_path / "ws", "train")
     set_param(case, "train.iterations", 3)  # the EMA warm-up copies the student at step 1; later steps differ

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from corda.errors import ConfigError, DataError
 from corda.io import write_json
-from stages.common import check_data_kinds, section
+from corda.params import check_data_kinds, section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -140,14 +140,15 @@ def test_feature_distance_term(method):
 
 def test_feature_distance_needs_daformer_and_weights():
     from corda.seg.config import ModelConfig, TrainConfig
+    from corda.methods import CORDA
     from corda.seg.run import make_feature_distance
 
     tcfg = TrainConfig(fd_weight=0.005)
-    assert make_feature_distance(ModelConfig(), TrainConfig(), None, "corda") is None
+    assert make_feature_distance(ModelConfig(), TrainConfig(), None, CORDA) is None
     with pytest.raises(ConfigError, match="architecture: daformer"):
-        make_feature_distance(ModelConfig(), tcfg, None, "corda")
+        make_feature_distance(ModelConfig(), tcfg, None, CORDA)
     with pytest.raises(ConfigError, match="model.pretrained"):
-        make_feature_distance(ModelConfig(architecture="daformer", mit="b0"), tcfg, None, "corda")
+        make_feature_distance(ModelConfig(architecture="daformer", mit="b0"), tcfg, None, CORDA)
 
 
 def test_pl_ignore_rows_zero_the_pseudo_weight_only_there():

@@ -140,6 +140,20 @@ def dvc_stages(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, dict]:
     return out
 
 
+def declared_params(stage: dict) -> list[str]:
+    """The params.yaml keys and sections a stage declares: plain entries, and the lists of
+    ``params.yaml: [keys]`` entries (dvc.yaml writes shared key lists once, as YAML anchors)."""
+    out = []
+    for p in stage.get("params", []):
+        if isinstance(p, str):
+            out.append(p)
+        else:
+            for file, keys in p.items():
+                assert file == "params.yaml", f"params from another file ({file}); extend this helper"
+                out += keys
+    return out
+
+
 def _dep_paths(stage: dict) -> list[str]:
     return [next(iter(d)) if isinstance(d, dict) else d for d in stage.get("deps", [])]
 
@@ -159,6 +173,14 @@ def test_every_stage_runs_a_repository_module():
         assert mods, f"{name}: no `-m <module>` in its cmd; teach this test how the stage starts"
         for m in mods:
             assert module_file(m), f"{name}: {m} is not a module of this repository"
+
+
+def test_every_command_runs_the_project_interpreter():
+    """Not the caller's `python` (the first on PATH, maybe the system's): DVC deletes a stage's outputs before
+    it runs the command, so a wrong interpreter would fail only after that (issue 31)."""
+    for name, stage in STAGES.items():
+        cmds = stage["cmd"] if isinstance(stage["cmd"], list) else [stage["cmd"]]
+        assert all(shlex.split(c)[:2] == [".venv/bin/python", "-m"] for c in cmds), (name, cmds)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))

@@ -13,7 +13,7 @@ from corda.losses.feature_distance import (
     thing_mask,
 )
 from corda.models.mit import MixTransformer
-from corda.recipe import THING_CLASSES
+from corda.seg.config import THING_CLASSES
 
 
 def test_zero_for_identical_encoders(one_thread):

@@ -30,7 +30,7 @@ def test_unknown_method_is_one_line_error():
 
 
 def test_ablation_rows_build_the_ablated_network():
-    from corda.seg.step import build_seg_model
+    from corda.seg.model_file import build_seg_model
 
     kw = dict(backbone="resnet18", output_stride=16, pretrained=None)
     assert build_seg_model("dacs", **kw).depth is False

@@ -139,7 +139,8 @@ def test_poly_schedule_and_resume_with_repeats(tmp_path):
 
 def test_build_optimizer_switch():
     from corda.seg.config import ModelConfig, TrainConfig
-    from corda.seg.run import build_model, build_optimizer
+    from corda.seg.run import build_optimizer
+    from corda.seg.model_file import build_model
 
     mcfg = ModelConfig(backbone="resnet18", output_stride=16, freeze_bn_affine=True)
     model = build_model(mcfg, "dacs")

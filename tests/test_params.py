@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common import load_params, section
+from corda.params import load_params, section
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAM_FILES = [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]
@@ -19,9 +19,9 @@ def _sections():
     from corda.depth.config import DepthConfig
     from corda.seg.config import ModelConfig, TrainConfig
     from stages.data import DataConfig
-    from stages.evaluate import EvalConfig
-    from stages.pseudo_labels import PseudoConfig
-    from stages.self_train import SelfTrainConfig
+    from corda.seg.config import EvalConfig
+    from corda.seg.config import PseudoConfig
+    from corda.seg.config import SelfTrainConfig
 
     return {"data": DataConfig, "depth": DepthConfig, "model": ModelConfig, "train": TrainConfig,
             "pseudo_labels": PseudoConfig, "self_train": SelfTrainConfig, "evaluate": EvalConfig}
@@ -49,14 +49,16 @@ def test_every_params_file_validates_and_is_complete(path):
 
 
 def test_dvc_yaml_declares_what_each_stage_reads():
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    from test_dvc_deps import declared_params, dvc_stages
+
+    dvc = dvc_stages(ROOT / "dvc.yaml")
     params = load_params(ROOT / "params.yaml")
     depth_only = {"lambda_depth", "lambda_depth_mixed", "depth_weight", "depth_weight_per_image",
                   "depth_weight_eps", "depth_invalid"}
 
     def declared(stage):
         out = set()
-        for p in dvc[stage]["params"]:
+        for p in declared_params(dvc[stage]):
             if "." in p:
                 out.add(p)
             else:
@@ -69,10 +71,10 @@ def test_dvc_yaml_declares_what_each_stage_reads():
                          "pseudo_labels": ["pseudo_labels"], "evaluate": ["evaluate"]}.items():
         need = {f"{s}.{k}" for s in reads for k in params[s]} - oracle_only
         assert need <= declared(stage), (stage, need - declared(stage))
-    for m in ("source_only", "dacs", "oracle"):
+    for stage in ("train@source_only", "train@dacs", "train_oracle"):
         need = {f"model.{k}" for k in params["model"]} | {f"train.{k}" for k in params["train"] if k not in depth_only}
-        got = declared(f"train_{m}")
-        assert need - (set() if m == "oracle" else oracle_only) <= got, (m, need - got)
+        got = declared(stage)
+        assert need - (set() if stage == "train_oracle" else oracle_only) <= got, (stage, need - got)
         assert not {f"train.{k}" for k in depth_only} & got  # lambda_depth must not re-run baselines
     # the oracle's step count re-trains the oracle alone
     assert [s for s in dvc if oracle_only & declared(s)] == ["train_oracle"]

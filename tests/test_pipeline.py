@@ -16,8 +16,9 @@ DVC = [sys.executable, "-m", "dvc"]
 
 
 def _run(cmd, cwd, **kw):
-    # `python` in dvc.yaml commands must be this interpreter (the venv), as `make repro` arranges.
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    # The caller's PATH is not the venv's: dvc.yaml's commands name .venv/bin/python, whatever PATH holds.
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p != os.path.dirname(sys.executable))
     env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(cwd), "CORDA_LOG_LEVEL": "WARNING"}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     assert res.returncode == 0, f"{cmd} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
@@ -38,6 +39,10 @@ def smoke_repo(tmp_path_factory):
     _run(["git", "init", "-q"], dst)
     _run(["git", "add", "-A"], dst)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"], dst)
+    # The copy's .venv (git-ignored) is this interpreter, as `make install` makes it in a clone.
+    (dst / ".venv" / "bin").mkdir(parents=True)
+    (dst / ".venv" / "bin" / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
+    (dst / ".venv" / "bin" / "python").chmod(0o755)
     _run(DVC + ["repro"], dst, timeout=1200)
     return dst
 
@@ -97,9 +102,9 @@ def _stages_changed_by(smoke_repo, old: str, new: str) -> set[str]:
 @pytest.mark.slow
 def test_lambda_depth_reruns_only_the_corda_branch(smoke_repo):
     changed = _stages_changed_by(smoke_repo, "lambda_depth: 0.01 ", "lambda_depth: 0.05 ")
-    assert "train_corda" in changed
-    assert not changed & {"data", "depth_pretrain", "depth_maps", "train_source_only", "train_dacs", "train_oracle"}
-    # Downstream stages depend on models/corda.pt, so DVC re-runs them once train_corda has.
+    # Only the stages that declare the key; the rest of the branch (pseudo_labels, evaluate) depends on
+    # models/corda.pt, so DVC re-runs it once train_corda has. The baselines stay as they are.
+    assert changed == {"train_corda", "self_train"}, changed
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from corda.distributed import DistInfo, shard, torchrun_argv
 from corda.engine import batch_keys, step_generator
 from corda.errors import ConfigError
 from corda.seg.config import ModelConfig, TrainConfig
+from corda.methods import CORDA, SOURCE_ONLY, get_method
 from corda.seg.run import make_student_teacher, run_training, set_seeds
 from corda.seg.step import train_step
 from corda.testing import free_port, gloo_process_group
@@ -60,7 +61,7 @@ def _step(precision: str, channels_last: bool) -> dict[str, torch.Tensor]:
 
     torch.manual_seed(0)
     cpu = torch.device("cpu")
-    student, teacher = make_student_teacher(MCFG, "corda", cpu, channels_last=channels_last)
+    student, teacher = make_student_teacher(MCFG, CORDA, cpu, channels_last=channels_last)
     src, tgt = (to_layout(b, channels_last) for b in _batches())
     with autocast(precision, cpu):
         terms = train_step(student, teacher, src, tgt, TrainConfig(method="corda"), 0, step_generator(1, 0))
@@ -124,7 +125,7 @@ def _raw_dtype() -> torch.dtype:
     from corda.precision import autocast
 
     cpu = torch.device("cpu")
-    student, teacher = make_student_teacher(MCFG, "corda", cpu)
+    student, teacher = make_student_teacher(MCFG, CORDA, cpu)
     src, tgt = _batches()
     with autocast("bf16", cpu):
         terms = train_step(student, teacher, src, tgt, TrainConfig(method="corda"), 0, step_generator(1, 0))
@@ -173,7 +174,7 @@ def _train(method: str, tcfg: TrainConfig, scratch: Path, dist: DistInfo, eval_b
         seg.build_model = lambda mcfg, m: _freeze_bn(build(mcfg, m))
     try:
         set_seeds(tcfg.seed)
-        return run_training(method=method, mcfg=MCFG, tcfg=tcfg, source_ds=TinyDS(8, 0), target_ds=TinyDS(8, 1),
+        return run_training(method=get_method(method), mcfg=MCFG, tcfg=tcfg, source_ds=TinyDS(8, 0), target_ds=TinyDS(8, 1),
                             device=torch.device("cpu"), scratch=scratch, inputs_fp={}, dist=dist)
     finally:
         seg.build_model = build
@@ -242,7 +243,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     half_s, _, _ = _train("source_only", _tcfg(batch_source=2, batch_target=2), tmp_path / "half" / "last.pt",
                           DistInfo(), eval_bn=True)
     set_seeds(1)
-    w0 = _flat(_freeze_bn(make_student_teacher(MCFG, "source_only", torch.device("cpu"))[0]).state_dict())
+    w0 = _flat(_freeze_bn(make_student_teacher(MCFG, SOURCE_ONLY, torch.device("cpu"))[0]).state_dict())
     d_one = _flat(one_s.state_dict()) - w0
     err = (_flat(r0["so_student"]) - w0 - d_one).norm() / d_one.norm()
     err_half = (_flat(half_s.state_dict()) - w0 - d_one).norm() / d_one.norm()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from corda.labels import TRAIN_TO_CITYSCAPES_ID
 from corda.predict import depth_from_png, depth_png, find_images, input_shape
 from corda.seg.config import ModelConfig, TrainConfig
-from corda.seg.run import build_model, save_model
+from corda.seg.model_file import build_model, save_model
 from stages.predict import app
 
 runner = CliRunner()

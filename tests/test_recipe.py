@@ -53,7 +53,7 @@ def test_architecture_keys_validate_and_select_the_network():
     from corda.models.corda_net import CorDANet
     from corda.models.daformer_head import DAFormerCorDANet
     from corda.seg.config import ModelConfig
-    from corda.seg.run import build_model
+    from corda.seg.model_file import build_model
 
     base = {"backbone": "resnet18", "output_stride": 16, "input_norm": "imagenet"}
     mcfg = from_mapping(ModelConfig, {**base, "architecture": "daformer", "mit": "b0"}, "model")
@@ -72,7 +72,8 @@ def test_train_step_runs_on_the_daformer_network(one_thread):
     import copy
 
     from corda.seg.config import TrainConfig
-    from corda.seg.step import build_seg_model, train_step
+    from corda.seg.step import train_step
+    from corda.seg.model_file import build_seg_model
 
     torch.manual_seed(0)
     student = build_seg_model("corda", architecture="daformer", mit="b0", input_norm="imagenet")

@@ -7,11 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from corda.config import run_keys
 from corda.errors import ConfigError
-from stages.common import RUN, load_params, section
+from corda.params import RUN, load_params, section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +19,8 @@ def _configs():
     from corda.depth.config import DepthConfig
     from corda.seg.config import TrainConfig
     from stages.data import DataConfig
-    from stages.evaluate import EvalConfig
-    from stages.pseudo_labels import PseudoConfig
+    from corda.seg.config import EvalConfig
+    from corda.seg.config import PseudoConfig
 
     return {"data": DataConfig, "depth": DepthConfig, "train": TrainConfig, "pseudo_labels": PseudoConfig,
             "evaluate": EvalConfig}
@@ -35,12 +34,11 @@ def test_operational_keys_are_the_run_section():
 
 
 def test_no_stage_declares_the_run_section():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        for p in stage.get("params", []):
-            keys = p if isinstance(p, str) else next(iter(p))  # `file.yaml: [keys]` entries name a file
-            assert keys != RUN and not str(keys).startswith(RUN + "."), (name, p)
-            assert not isinstance(p, dict), f"{name}: params from another file ({p}); extend this test"
+    from test_dvc_deps import declared_params, dvc_stages
+
+    for name, stage in dvc_stages(ROOT / "dvc.yaml").items():
+        for key in declared_params(stage):  # (it refuses params from another file)
+            assert key != RUN and not key.startswith(RUN + "."), (name, key)
 
 
 def _dvc_param_values(repo_dir: Path) -> dict[str, dict]:
@@ -91,7 +89,23 @@ def test_changing_a_result_param_does_change_stage_params(dvc_copy):
     _set(dvc_copy, "train.lr=0.125")
     after = _dvc_param_values(dvc_copy)
     changed = {s for s in before if before[s] != after[s]}
-    assert changed == {"train_source_only", "train_dacs", "train_corda", "train_oracle", "self_train"}
+    assert changed == {"train@source_only", "train@dacs", "train_corda", "train_oracle", "self_train"}
+
+
+@pytest.mark.parametrize("override, stages", [
+    # The depth-only keys (dvc.yaml's train_depth list): the CorDA branch, never the baselines or the oracle.
+    ("train.lambda_depth=0.05", {"train_corda", "self_train"}),
+    ("train.depth_weight_eps=0.01", {"train_corda", "self_train"}),
+    # The oracle's own step count: the oracle alone.
+    ("train.oracle_iterations=9", {"train_oracle"}),
+])
+def test_a_train_key_changes_only_the_stages_that_read_it(dvc_copy, override, stages):
+    """What `dvc exp run -S <override>` re-runs first, read through DVC itself from dvc.yaml's anchored key lists
+    (the stages downstream then follow from their deps: pseudo_labels, evaluate)."""
+    before = _dvc_param_values(dvc_copy)
+    _set(dvc_copy, override)
+    after = _dvc_param_values(dvc_copy)
+    assert {s for s in before if before[s] != after[s]} == stages
 
 
 def test_run_knob_set_like_exp_run_reaches_the_config(dvc_copy):

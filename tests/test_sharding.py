@@ -47,7 +47,7 @@ def test_non_divisible_batch_names_its_key():
     # The training stages keep their message.
     with pytest.raises(ConfigError, match=r"train\.batch_target.*multiple of train\.devices"):
         local_batch(3, DistInfo(1, 2), "train.batch_target")
-    from stages.pseudo_labels import PseudoConfig
+    from corda.seg.config import PseudoConfig
 
     assert PseudoConfig().devices == 1
     with pytest.raises(ConfigError, match="pseudo_labels.devices"):
@@ -192,7 +192,7 @@ def _pseudo_workdir(d: Path, n_train: int = 7) -> None:
     from corda.h5io import write_depth_h5
     from corda.io import write_json
     from corda.seg.config import ModelConfig, TrainConfig
-    from corda.seg.run import build_model, save_model
+    from corda.seg.model_file import build_model, save_model
     from corda.testing import write_cityscapes_fixture, write_synthia_fixture
     from stages.data import DataConfig, SourceSpec, TargetSpec, build_manifest
 

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-INVALID = 1.0
-INV_NUMERATOR = 655.36
-INV_EPS_M = 0.01
-MIN_VALID_M = 0.1
-MAX_DEPTH_M = 655.35
+from corda.inv_depth import INV_EPS_M, INV_NUMERATOR, INVALID, MAX_DEPTH_M, MIN_VALID_M
 
 
 def depth_to_inv(z_m: np.ndarray, valid: np.ndarray | None = None,

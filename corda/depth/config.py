@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from corda.config import field, to_dict
-from corda.distributed import local_batch
+from corda.config import field, per_process_batch, to_dict
 from corda.errors import ConfigError
 
 Mode = Literal["stereo", "mono", "mono+stereo"]
@@ -65,7 +64,7 @@ class DepthConfig:
         if not self.min_depth_m < self.max_depth_m:
             raise ConfigError(f"depth.min_depth_m ({self.min_depth_m}) must be below depth.max_depth_m "
                              f"({self.max_depth_m})")
-        local_batch(self.batch_size, self.devices, "depth.batch_size", "depth.devices")
+        per_process_batch(self.batch_size, self.devices, "depth.batch_size", "depth.devices")
         if self.target == "files" and not self.target_files_root:
             raise ConfigError("depth.target_files_root: needed with depth.target: files (the folder holding "
                               "<split>/<city>/<name>_depth_stereoscopic.mat)")

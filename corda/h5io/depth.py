@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from corda.data.codecs import INVALID
+from corda.inv_depth import INVALID
 from corda.errors import DataError
 from corda.h5io.reader import _SchemaReader
 from corda.h5io.schema import DEPTH_ENCODING, DEPTH_MODES, DEPTH_SCHEMA

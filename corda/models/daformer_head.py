@@ -24,7 +24,7 @@ upsamples every output to the label size, so it can use either network.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,10 @@ from torch import nn
 from corda.errors import ConfigError
 from corda.models.corda_net import SpatialGate, task_branch
 from corda.models.normalization import InputNormalization, init_bn_identity, init_conv_normal
-from corda.models.mit import MitVariant, MixTransformer, load_mit_weights
+from corda.models.mit import MixTransformer, load_mit_weights
+
+if TYPE_CHECKING:
+    from corda.seg.config import MitVariant
 
 # DAFormer's daformer_sepaspp_mitb5 values (see the module docstring).
 EMBED_DIMS = 256

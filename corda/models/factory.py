@@ -10,13 +10,15 @@ initial prediction is a 1×1 conv on the pre-exchange features.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from corda.errors import ConfigError
 
-Architecture = Literal["deeplabv2", "daformer"]
+if TYPE_CHECKING:
+    from corda.seg.config import Architecture
+
 
 
 def build_network(architecture: Architecture = "deeplabv2", mit: str = "b5", **kwargs: Any) -> nn.Module:

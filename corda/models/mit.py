@@ -33,7 +33,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +43,11 @@ from torchvision.ops import StochasticDepth
 from corda.errors import CordaError
 from corda.models.weights import is_tensor_dict, nested_state_dict, read_torch_file, strip_prefixes
 
+if TYPE_CHECKING:
+    from corda.seg.config import MitVariant
+
 log = logging.getLogger(__name__)
 
-MitVariant = Literal["b0", "b1", "b2", "b3", "b4", "b5"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The segmentation task's configs, one flat dataclass per params.yaml section: ``model`` and ``train``.
+"""The segmentation task's configs, one flat dataclass per params.yaml section: ``model``, ``train``, ``self_train``,
+``pseudo_labels`` and ``evaluate``.
 
 Nothing inherits: each lists every key of its section, in the order the saved models record them
 (:func:`corda.config.to_dict` of the config is stored in ``models/<method>.pt``).
@@ -10,14 +11,19 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from corda.config import field
-from corda.distributed import local_batch
+from corda.config import field, per_process_batch
 from corda.errors import ConfigError
-from corda.methods import METHODS
-from corda.models.factory import Architecture
-from corda.models.mit import MitVariant
-from corda.precision import CompileMode, Precision
-from corda.recipe import THING_CLASSES
+from corda.methods import METHODS, Method
+
+# The choices of the sections' keys, read by the code that acts on them (corda.models, corda.precision): this
+# module imports no model or torch code, so loading a config costs nothing.
+Architecture = Literal["deeplabv2", "daformer"]  # corda.models.factory
+MitVariant = Literal["b0", "b1", "b2", "b3", "b4", "b5"]  # corda.models.mit
+Precision = Literal["fp32", "tf32", "bf16"]  # corda.precision
+CompileMode = Literal["eager", "default", "reduce-overhead", "max-autotune"]  # corda.precision
+# Cityscapes train ids of the "thing" classes: traffic light, traffic sign, person, rider, car, truck, bus,
+# train, motorcycle, bicycle (DAFormer's imnet_feature_dist_classes; train.fd_classes).
+THING_CLASSES = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +151,72 @@ class TrainConfig:
     # from pretrained weights at lr 2.5e-4 and needs none.
     grad_clip: float | None = field(None, gt=0)
 
-    def for_method(self, method: str) -> TrainConfig:
-        """This config as ``method`` trains it: the oracle runs ``oracle_iterations`` steps when that is set."""
-        if self.oracle_iterations is None or not METHODS[method].target_ground_truth:
+    def for_method(self, method: Method) -> TrainConfig:
+        """This config as ``method`` (a row) trains it: the oracle runs ``oracle_iterations`` steps when set."""
+        if self.oracle_iterations is None or not method.target_ground_truth:
             return self
         return dataclasses.replace(self, iterations=self.oracle_iterations)
 
     def __post_init__(self) -> None:
         for name in ("batch_source", "batch_target"):
-            local_batch(getattr(self, name), self.devices, f"train.{name}")
+            per_process_batch(getattr(self, name), self.devices, f"train.{name}")
         if self.optimizer == "adamw" and self.duplicate_backbone_updates:
             raise ConfigError("train.duplicate_backbone_updates reproduces the authors' SGD; it needs "
                               "train.optimizer: sgd")
+
+
+@dataclass(frozen=True, slots=True)
+class SelfTrainConfig:
+    """params.yaml ``self_train``: the second self-training round on the exported pseudo-labels (stage ``self_train``)."""
+
+    seed: int = field(2, min=0)
+    iterations: int = field(400, min=1)
+    lr: float = field(0.0025, gt=0)
+    # Divide each batch's pseudo-label weights by their mean, so the average weight stays 1 (as ω is
+    # normalised in round 1, method.md §4); false uses the exported weights as they are.
+    normalize_weight: bool = True
+    # Which round-1 weights round 2 starts from: the EMA teacher (which made the pseudo-labels and, on the
+    # embedded benchmark, scores well above the student) or the student (the weights round 1 evaluates).
+    init_from: Literal["teacher", "student"] = "teacher"
+    # Weight of a pseudo-label CE on the un-mixed target images (besides the ClassMix term); it also lets the
+    # student's BatchNorm statistics see target images (corda.seg.step.TrainConfig.target_ce_weight).
+    target_weight: float = field(0.0, min=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PseudoConfig:
+    """params.yaml ``pseudo_labels``: the export of the CorDA teacher's target pseudo-labels (stage ``pseudo_labels``)."""
+
+    # run.pseudo_labels (corda.config.run_keys). devices stays a param: the shards' diagnostics are summed
+    # across processes, so metrics/pseudo_labels.json can differ in the last bits (pseudo/target.h5 does not).
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)
+
+    batch_size: int = field(16, min=1)
+    threshold: float = field(0.968, min=0, max=1)  # confidence threshold (recorded, used by rule "threshold")
+    # How the exported per-pixel weight is formed from confidence c and ω (corda.pseudo.final_weight):
+    # confidence_x_omega = c·ω, omega = ω, confidence = c, threshold = [c ≥ threshold]·ω, uniform = 1.
+    weight_rule: Literal["confidence_x_omega", "omega", "confidence", "threshold", "uniform"] = "confidence_x_omega"
+    device: str = "auto"
+    devices: int = field(1, min=1)  # processes (torchrun), each labelling a contiguous share of the images
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    """params.yaml ``evaluate``: how the trained models are scored on target val (stage ``evaluate``, method.md §6)."""
+
+    RUN_KEYS: ClassVar[tuple[str, ...]] = ("device",)  # run.evaluate (corda.config.run_keys)
+
+    batch_size: int = field(16, min=1)
+    # Network input size (real data: 512×1024, the original's test-time input); None = native.
+    eval_hw: tuple[int, int] | None = field(None, min=1)
+    # Where predictions are scored (method.md §6). "label": the logits are upsampled (bilinear,
+    # align_corners=True) to each label's own resolution (1024×2048 for Cityscapes), as the authors'
+    # reported numbers. "input": the label is resized (nearest) to eval_hw too, the lower-resolution
+    # protocol of the original's training-time validation. Identical when eval_hw is None.
+    score_at: Literal["label", "input"] = "label"
+    export_label_ids: bool = False  # also write Cityscapes label-id PNGs for the official evaluator
+    strip_items: int = field(6, min=1)  # rows of the qualitative strip
+    # Every model is also scored with its BN statistics re-estimated on this many unlabelled target train
+    # images (rows "<model>_adabn"; corda/adabn.py says why a from-scratch network needs both); 0 = off.
+    adabn_items: int = field(64, min=0)
+    device: str = "auto"

@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from corda import uda
 from corda.config import to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
-from corda.methods import get_method, saved_method
+from corda.methods import Method
 from corda.models.corda_net import CorDANet, param_groups
 from corda.precision import (
     autocast,
@@ -29,22 +29,18 @@ from corda.precision import (
     to_layout,
 )
 from corda.seg.config import ModelConfig, TrainConfig
-from corda.seg.step import build_seg_model, train_step
+from corda.seg.model_file import build_model
+from corda.seg.step import train_step
 
 log = logging.getLogger(__name__)
 
 
-def seg_config(cfg: TrainConfig, method: str) -> TrainConfig:
+def seg_config(cfg: TrainConfig, method: Method) -> TrainConfig:
     """The ``train`` section as the step of ``method`` reads it (``method`` set; the saved config keeps its own)."""
-    return dataclasses.replace(cfg, method=get_method(method).name)
+    return dataclasses.replace(cfg, method=method.name)
 
 
-def build_model(mcfg: ModelConfig, method: str) -> CorDANet:
-    kw = {f.name: getattr(mcfg, f.name) for f in dataclasses.fields(ModelConfig)}
-    return build_seg_model(method, **kw)
-
-
-def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
+def make_student_teacher(mcfg: ModelConfig, method: Method, device: torch.device,
                          channels_last: bool = False) -> tuple[CorDANet, CorDANet | None]:
     """The student (without depth heads for DACS, :mod:`corda.methods`) and, for the mean-teacher methods, its
     frozen EMA copy."""
@@ -52,18 +48,18 @@ def make_student_teacher(mcfg: ModelConfig, method: str, device: torch.device,
     if channels_last:
         student = student.to(memory_format=memory_format(True))
     teacher = None
-    if get_method(method).teacher:
+    if method.teacher:
         teacher = copy.deepcopy(student)
         for p in teacher.parameters():
             p.requires_grad_(False)
     return student, teacher
 
 
-def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Module, method: str):
+def make_feature_distance(mcfg: ModelConfig, tcfg: TrainConfig, student: nn.Module, method: Method):
     """DAFormer's ImageNet feature distance when ``train.fd_weight`` > 0 (else None): a frozen copy of the
     student's encoder as loaded from ``model.pretrained`` (:class:`ImageNetFeatureDistance`). Needs the MiT
     network and the ImageNet weights: without them there is no ImageNet knowledge to keep."""
-    if tcfg.fd_weight <= 0 or not get_method(method).source_batch:
+    if tcfg.fd_weight <= 0 or not method.source_batch:
         return None
     from corda.errors import ConfigError
     from corda.losses.feature_distance import ImageNetFeatureDistance
@@ -129,12 +125,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
+def run_training(*, method: Method, mcfg: ModelConfig, tcfg: TrainConfig, source_ds, target_ds,
                  device: torch.device, scratch: Path, inputs_fp: Any, init_state: dict | None = None,
                  eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
                  tgt_transform: Callable[[dict], dict] | None = None, progress=None,
                  dist: DistInfo = SINGLE, source_sampler=None) -> tuple[CorDANet, CorDANet | None, Trainer]:
-    """Train ``method`` for ``tcfg.iterations`` steps; returns (student, teacher, trainer).
+    """Train ``method`` (a :mod:`corda.methods` row) for ``tcfg.iterations`` steps; returns (student, teacher,
+    trainer).
 
     ``tcfg.precision`` / ``tcfg.channels_last`` / ``tcfg.compile`` select the numeric path (:mod:`corda.precision`); the
     default fp32, contiguous path is the one the paper's recipe uses. With ``dist`` of N > 1 ranks (the
@@ -164,7 +161,6 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     local_batch(tcfg.batch_source, dist, "train.batch_source")
     local_batch(tcfg.batch_target, dist, "train.batch_target")
     configure_backends(tcfg.precision, device)
-    row = get_method(method)
     scfg = seg_config(tcfg, method)
     student, teacher = make_student_teacher(mcfg, method, device, channels_last=tcfg.channels_last)
     if init_state is not None:
@@ -175,22 +171,22 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
     compile_networks(tcfg.compile, student, teacher)
     modules = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
     optimizer = build_optimizer(student, tcfg)
-    fp = fingerprint({"method": method, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
+    fp = fingerprint({"method": method.name, "model": to_dict(mcfg), "train": to_dict(tcfg), "inputs": inputs_fp})
     trainer = Trainer(modules=modules, optimizer=optimizer, iterations=tcfg.iterations,
                       lr_at=lambda s: lr_at(tcfg, s), scratch=scratch,
                       fingerprint=fp, checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
                       eval_fn=(lambda s: eval_fn(student, s)) if eval_fn and dist.is_main else None,
                       eval_every=tcfg.eval_every or tcfg.iterations,
-                      nan_policy=tcfg.nan_policy, progress=progress if dist.is_main else None, desc=f"train {method}",
+                      nan_policy=tcfg.nan_policy, progress=progress if dist.is_main else None, desc=f"train {method.name}",
                       reduce_terms=(lambda terms: mean_over_ranks(terms, dist)) if dist.enabled else None,
                       write_checkpoints=dist.is_main, grad_clip=tcfg.grad_clip)
     trainer.try_resume()
     # Wrapped after resuming, so DDP broadcasts the resumed weights (identical on every rank anyway).
     # source_only / oracle never put the depth heads in the loss: DDP must look for unused parameters.
-    net = wrap(student, dist, device, find_unused=row.unused_parameters)
+    net = wrap(student, dist, device, find_unused=method.unused_parameters)
     start = trainer.state.step
-    need_src = row.source_batch
-    need_tgt = row.target_batch
+    need_src = method.source_batch
+    need_tgt = method.target_batch
     src_keys = None
     if source_sampler is not None:
         from corda.rcs import rcs_batch_keys
@@ -221,7 +217,7 @@ def run_training(*, method: str, mcfg: ModelConfig, tcfg: TrainConfig, source_ds
 
 
 # ------------------------------------------------------------------------------------------------
-# Data, validation, checkpoints (shared by the train, self_train, pseudo_labels and evaluate stages)
+# Data and validation (shared by the train and self_train stages)
 
 
 def set_seeds(seed: int) -> None:
@@ -256,10 +252,7 @@ def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_l
     return src, tgt, val
 
 
-RCS_STATS = Path("data/rcs_class_stats.json")  # the rcs stage's output (stages/rcs.py)
-
-
-def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path = RCS_STATS):
+def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path | None = None):
     """DAFormer's rare-class sampler over ``source_ds`` when ``train.rcs_temperature`` is set, else None.
 
     Reads the ``rcs`` stage's statistics; a missing, empty or stale file is a one-line DataError that says
@@ -267,9 +260,10 @@ def make_source_sampler(tcfg: TrainConfig, source_ds, stats: Path = RCS_STATS):
     """
     if tcfg.rcs_temperature is None:
         return None
-    from corda.rcs import load_sampler
+    from corda.rcs import STATS_PATH, load_sampler
 
-    return load_sampler(stats, source_ds.names, tcfg.rcs_temperature, tcfg.rcs_min_pixels, tcfg.seed)
+    return load_sampler(stats or STATS_PATH, source_ds.names, tcfg.rcs_temperature, tcfg.rcs_min_pixels,
+                        tcfg.seed)
 
 
 def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_size: int, items: int,
@@ -284,44 +278,3 @@ def make_eval_fn(val_ds, num_classes: int, class_set: tuple[int, ...], batch_siz
         return {"val/miou": float(cm.miou(class_set))}
 
     return eval_fn
-
-
-def save_model(path: Path, *, method: str, student: nn.Module, teacher: nn.Module | None, mcfg: ModelConfig,
-               tcfg: TrainConfig, history: list[dict], extra: dict | None = None) -> None:
-    """The trained-model artefact: student (evaluated, §6), EMA teacher (pseudo-labels), configs, curves."""
-    from corda.io import save_torch
-
-    state = {
-        "method": method,
-        "model_config": to_dict(mcfg),
-        "train_config": to_dict(tcfg),
-        "student": student.state_dict(),
-        "teacher": teacher.state_dict() if teacher is not None else None,
-        "history": history,
-        **(extra or {}),
-    }
-    save_torch(state, path)
-
-
-def load_model(path: Path, device: torch.device, which: Literal["student", "teacher"] = "student") -> tuple[CorDANet, dict]:
-    """Rebuild a saved model; a missing, corrupt or incompatible checkpoint is a one-line CordaError."""
-    from corda.config import from_mapping
-    from corda.errors import CordaError, brief_error
-    from corda.models.weights import read_torch_file
-
-    path = Path(path)
-    ck = read_torch_file(path, missing=f"{path}: checkpoint not found; run its training stage first (dvc repro)",
-                         unreadable=lambda exc: f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
-                                                "re-run the stage that wrote it", weights_only=False)
-    try:
-        mcfg = from_mapping(ModelConfig, ck["model_config"], "model")
-        model = build_model(mcfg, saved_method(ck["method"]).name)
-        state = ck[which] if ck.get(which) is not None else ck["student"]
-        model.load_state_dict(state)
-    except CordaError:
-        raise
-    except Exception as exc:
-        raise CordaError(f"{path}: not a usable corda checkpoint ({brief_error(exc)}); "
-                         "re-run the stage that wrote it") from exc
-    return model.to(device), ck
-

@@ -26,8 +26,6 @@ Methods (the table in :mod:`corda.methods`; the step reads its fields, never a m
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -38,7 +36,6 @@ from corda.losses.segmentation import berhu, ce_mean_valid, weighted_ce
 from corda.methods import get_method
 from corda.models.corda_net import CorDANet
 from corda.models.outputs import upsample_outputs
-from corda.models.factory import build_network
 from corda.seg.config import TrainConfig
 from corda.uda import (
     classmix_masks,
@@ -52,18 +49,6 @@ LOSS_KEYS = ("loss", "seg_src", "seg_src_init", "depth_src", "seg_mix", "seg_mix
              "seg_tgt", "seg_tgt_init")
 DIAG_KEYS = ("pl_weight", "omega_mean")
 OPTIONAL_KEYS = ("feat_dist",)  # DAFormer's ImageNet feature distance (L_FD, unweighted), only when on
-
-
-def build_seg_model(method: str = "corda", **model_kwargs: Any) -> CorDANet:
-    """The network of ``model.architecture`` (:func:`corda.models.factory.build_network`; a :class:`CorDANet`
-    by default) for ``method`` (:mod:`corda.methods`): a method without depth heads (DACS) gets
-    ``depth=False`` unless told otherwise, one without the feature exchange ``distillation=False``."""
-    m = get_method(method)
-    if not m.depth_heads:
-        model_kwargs.setdefault("depth", False)
-    if not m.feature_exchange:
-        model_kwargs["distillation"] = False
-    return build_network(**model_kwargs)
 
 
 @torch.no_grad()

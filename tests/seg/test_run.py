@@ -7,13 +7,13 @@ import torch.nn.functional as F
 
 from corda.models.corda_net import param_groups
 from corda.seg.config import TrainConfig
-from corda.seg.step import build_seg_model
+from corda.seg.model_file import build_seg_model
 
 
 def test_self_train_starts_from_the_chosen_round1_weights(tmp_path):
     """self_train.init_from picks the round-1 teacher or student out of models/corda.pt."""
     from corda.seg.config import ModelConfig, TrainConfig
-    from corda.seg.run import load_model, save_model
+    from corda.seg.model_file import load_model, save_model
 
     mcfg = ModelConfig(backbone="resnet18", num_classes=3, output_stride=16)
     torch.manual_seed(0)
@@ -27,13 +27,14 @@ def test_self_train_starts_from_the_chosen_round1_weights(tmp_path):
     for which, ref in (("teacher", teacher), ("student", student)):
         m, _ = load_model(path, torch.device("cpu"), which=which)
         assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), ref.state_dict().values())), which
-    from stages.self_train import SelfTrainConfig
+    from corda.seg.config import SelfTrainConfig
 
     assert SelfTrainConfig().init_from == "teacher"
 
 def test_adamw_optimizer_switch():
     from corda.seg.config import ModelConfig, TrainConfig
-    from corda.seg.run import build_model, build_optimizer
+    from corda.seg.run import build_optimizer
+    from corda.seg.model_file import build_model
 
     model = build_model(ModelConfig(backbone="resnet18", output_stride=16, head="decoder4", init="kaiming",
                                     task_channels=16, bottleneck=8, decoder_channels=24), "corda")
@@ -56,8 +57,10 @@ def test_adamw_with_duplicate_backbone_updates_is_refused_by_the_config():
 
 def test_oracle_iterations_are_the_oracles_step_count_only():
     """train.oracle_iterations sets the ceiling's schedule; every compared method keeps train.iterations."""
+    from corda.methods import METHODS, ORACLE
+
     cfg = TrainConfig(iterations=6, oracle_iterations=9)
-    assert cfg.for_method("oracle").iterations == 9
-    for m in ("source_only", "dacs", "corda", "self_train", "corda_no_omega", "corda_no_exchange"):
-        assert cfg.for_method(m) is cfg
-    assert TrainConfig(iterations=6).for_method("oracle").iterations == 6  # null: as long as the others
+    assert cfg.for_method(ORACLE).iterations == 9
+    for m in METHODS.values():
+        assert m is ORACLE or cfg.for_method(m) is cfg
+    assert TrainConfig(iterations=6).for_method(ORACLE).iterations == 6  # null: as long as the others

@@ -10,7 +10,8 @@ from corda.errors import DataError
 from corda.losses.segmentation import weighted_ce
 from corda.models.corda_net import CorDANet, param_groups, upsample_outputs
 from corda.seg.config import TrainConfig
-from corda.seg.step import build_seg_model, teacher_pseudo_labels, train_step
+from corda.seg.step import teacher_pseudo_labels, train_step
+from corda.seg.model_file import build_seg_model
 from corda.uda import ema_update
 
 DEPTH_KEYS = {"S", "initial_S", "D", "D_src", "initial_D", "initial_D_src"}
