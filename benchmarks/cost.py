@@ -116,7 +116,7 @@ def measure_items(workspace: Path, repeats: int) -> dict:
     from corda.data.manifest import load_splits
     from corda.seg.config import TrainConfig
     from corda.seg.run import seg_datasets
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     torch.set_num_threads(1)  # as a DataLoader worker
     os.chdir(workspace)

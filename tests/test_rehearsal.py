@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
 PRESETS = ("gta2cityscapes", "gta2cityscapes_daformer", "synthia2cityscapes", "synthia2cityscapes_daformer")
-STAGES = {"data", "rcs", "depth_pretrain", "depth_maps", "train_source_only", "train_dacs", "train_corda",
+STAGES = {"data", "rcs", "depth_pretrain", "depth_maps", "train@source_only", "train@dacs", "train_corda",
           "train_oracle", "pseudo_labels", "self_train", "evaluate"}
 MODELS = {"source_only", "dacs", "corda", "corda_round2", "oracle"}
 
@@ -98,6 +98,10 @@ def rehearsals(tmp_path_factory, miniature) -> dict:
     _run(["git", "init", "-q"], repo)
     _run(["git", "add", "-A"], repo)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rehearsal"], repo)
+    # dvc.yaml's commands run .venv/bin/python: the copy's (git-ignored) .venv is this interpreter
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
+    (repo / ".venv" / "bin" / "python").chmod(0o755)
     out = {}
     for preset in PRESETS:
         shutil.copy2(repo / "params" / f"{preset}.yaml", repo / "params.yaml")
