@@ -115,7 +115,7 @@ def preset_configs(preset: str, small: bool, crop: int | None, batch: int | None
     (``model.pretrained: null``); ``small``: ResNet-18 / MiT-B0 with 16-channel heads instead of the preset's
     network; ``crop``: a square crop instead of ``train.crop_hw``; ``batch``: source = target images per step."""
     from corda.seg.config import ModelConfig, TrainConfig
-    from stages.common import load_params, section
+    from corda.params import load_params, section
 
     params = load_params(ROOT / "params" / f"{preset}.yaml")
     mcfg = dataclasses.replace(section(params, "model", ModelConfig), pretrained=None)
