@@ -228,7 +228,7 @@ def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j:
         up = {k: v[0] for k, v in upsample_outputs({k: v[j:j + 1] for k, v in out.items()}, size,
                                                     keys=("D", "D_src"), float32=True).items()}
         d_tgt = up["D"][0].clamp_min(1.0)  # encoding ≥ 1 (1.0 = farthest representable depth)
-        pred.depth_m = np.clip(inv_to_depth(d_tgt.cpu().numpy()), 0.0, MAX_DEPTH_M)
+        pred.depth_m = by_rows(lambda t: np.clip(inv_to_depth(t), 0.0, MAX_DEPTH_M), d_tgt.cpu().numpy())
         pred.difficulty = ((up["D_src"][0] - d_tgt).abs() / d_tgt).clamp(0.0, 1.0).cpu().numpy()
     return pred
 
@@ -273,7 +273,19 @@ def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndar
     """(H, W, 3) uint8: the image blended with the Cityscapes colours of ``label`` (trainIds)."""
     from corda.labels import colorize
 
-    return (image.astype(np.float32) * (1 - alpha) + colorize(label).astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    return by_rows(lambda im, lab: (im.astype(np.float32) * (1 - alpha) + colorize(lab).astype(np.float32) * alpha
+                                    + 0.5).astype(np.uint8), image, label)
+
+
+def by_rows(fn, *arrays: np.ndarray, pixels: int = 1 << 20) -> np.ndarray:
+    """``fn(*arrays)`` computed over blocks of about ``pixels`` pixels (whole rows) and stacked.
+
+    For a per-pixel ``fn`` the result is identical to one call; its float temporaries stay block-sized instead of
+    photo-sized (a float64 copy of a 4000x3000 map is 96 MB, an RGB one 288 MB).
+    """
+    h, w = arrays[0].shape[:2]
+    step = max(1, pixels // max(1, w))
+    return np.concatenate([fn(*(a[r:r + step] for a in arrays)) for r in range(0, h, step)]) if h else fn(*arrays)
 
 
 def depth_png(depth_m: np.ndarray) -> np.ndarray:
@@ -361,7 +373,7 @@ class PredictionWriter:
         write_png(dest("labels"), labels)
         write_png(dest("overlay"), overlay(p.image, p.label))
         if p.depth_m is not None:
-            write_png(dest("depth"), depth_png(p.depth_m))
+            write_png(dest("depth"), by_rows(depth_png, p.depth_m))
             write_png(dest("depth_color"), colour_depth(p.depth_m))
             write_png(dest("difficulty"), (p.difficulty * 255.0 + 0.5).astype(np.uint8))
         if self.h5 is not None:

@@ -270,6 +270,31 @@ def test_labels_at_equals_the_argmax_of_the_full_size_logits():
                        upsample_outputs({"S": half[None]}, (50, 70), float32=True)["S"][0].argmax(0).to(torch.uint8))
 
 
+def test_maps_computed_in_row_blocks_equal_the_whole_photo_formulas():
+    """overlay, depth PNG and colour depth of a photo larger than one block are the one-shot formulas' bytes."""
+    import matplotlib
+
+    from corda.labels import colorize
+    from corda.predict import by_rows, colour_depth, overlay
+
+    rng = np.random.default_rng(0)
+    h, w = 1100, 1000  # two blocks of rows
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (h, w), dtype=np.uint8)
+    depth = rng.uniform(0.5, 90.0, (h, w)).astype(np.float32)
+    depth[:3] = np.nan
+    whole = (image.astype(np.float32) * 0.5 + colorize(label).astype(np.float32) * 0.5 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(overlay(image, label), whole)
+    np.testing.assert_array_equal(by_rows(depth_png, depth), depth_png(depth))
+    inv = 1.0 / np.maximum(depth.astype(np.float64), 1e-3)
+    finite = np.isfinite(inv)
+    lo, hi = np.percentile(inv[finite], [2.0, 98.0])
+    t = np.clip((np.where(finite, inv, lo) - lo) / (hi - lo), 0.0, 1.0)
+    ref = (matplotlib.colormaps["magma"](t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    ref[~finite] = 0
+    np.testing.assert_array_equal(colour_depth(depth), ref)
+
+
 def test_default_out_is_git_ignored_and_its_help_says_when_files_appear():
     import subprocess
 
