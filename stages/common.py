@@ -18,7 +18,7 @@ from typing import Any, Callable, TypeVar
 import yaml
 
 from corda.config import from_mapping, nearest_name_hint, run_keys
-from corda.errors import ConfigError, CordaError, DataError, one_line
+from corda.errors import ConfigError, CordaError, DataError, interrupted_message, one_line
 from corda.io import remove_outputs  # noqa: F401  (re-exported for the stages)
 
 T = TypeVar("T")
@@ -169,8 +169,7 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
             print("error: " + one_line(exc), file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("error: interrupted; the previous outputs of this stage are unchanged (re-run it to "
-                  "finish)", file=sys.stderr)
+            print("error: " + interrupted_message(), file=sys.stderr)
             raise SystemExit(130) from None
 
     return wrapper
