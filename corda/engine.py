@@ -200,7 +200,7 @@ class Trainer:
     def discard_scratch(self) -> None:
         if self.write_checkpoints:
             self.scratch.unlink(missing_ok=True)
-            remove_dead_temporaries(self.scratch)  # a scratch save cut short by a kill -9
+            remove_dead_temporaries(self.scratch.parent)  # a scratch save cut short by a kill -9
 
     # ---------------------------------------------------------------- loop
     def _set_lr(self, step: int) -> float:

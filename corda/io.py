@@ -13,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,36 +37,40 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead_temporaries(path: Path) -> list[Path]:
-    """Temporaries ``.<name>.tmp-<pid>-*`` of ``path`` whose writer process is gone (killed outright)."""
-    if not path.parent.is_dir():
-        return []
-    found = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        pid = tmp.name[len(path.name) + len(".tmp-") + 1:].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            found.append(tmp)
-    return found
+#: A :func:`temp_beside` name: ``.<name>.tmp-<pid>-<8 hex><suffix>``.
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}(\.\w+)?$")
+#: (pid, folder) pairs this process has swept (:func:`temp_beside` sweeps a folder once per process).
+_swept: set[tuple[int, str]] = set()
 
 
-def remove_dead_temporaries(path: str | os.PathLike) -> None:
-    """Remove the temporaries of ``path`` that writers killed outright left (:func:`temp_beside` does it too)."""
-    for stale in _dead_temporaries(Path(path)):
-        stale.unlink(missing_ok=True)
+def remove_dead_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the :func:`temp_beside` temporaries in ``folder`` whose writer process is gone (killed outright)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as entries:
+        for e in entries:
+            m = _TEMP_NAME.match(e.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                _remove(Path(e.path))
 
 
 def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """Create an empty temporary file for ``path`` in its folder and return its name (the one temporary name).
 
-    The name is ``.<name>.tmp-<pid>-<random><suffix>``: hidden (the dataset indexes and the cleanup of
-    :func:`staged_outputs` skip or find it by that), on the same file system (so ``os.replace`` onto ``path``
-    is atomic), and naming its writer, so the next write of ``path`` removes what a writer killed outright
-    (SIGKILL) left behind. The file is created with mode ``0o666`` less the umask, as ``open()`` would create
-    ``path`` itself (``tempfile.mkstemp`` would give 0600: files colleagues could not read).
+    The name is ``.<name>.tmp-<pid>-<random><suffix>``: hidden (the dataset indexes skip it), on the same file
+    system (so ``os.replace`` onto ``path`` is atomic), and naming its writer: the first write into a folder in a
+    process removes the temporaries there whose writer was killed outright (SIGKILL), once per folder, so a
+    stage writing thousands of files lists each folder once. The file is created with mode ``0o666`` less the
+    umask, as ``open()`` would create ``path`` itself (``tempfile.mkstemp`` gives 0600: files colleagues
+    could not read).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temporaries(path)
+    key = (os.getpid(), os.path.abspath(path.parent))
+    if key not in _swept:
+        remove_dead_temporaries(path.parent)
+        _swept.add(key)
     while True:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
         try:
@@ -157,8 +162,9 @@ def staged_outputs(*paths: str | os.PathLike, enabled: bool = True) -> Iterator[
                 os.replace(old, p)  # a swap was cut short: the previous output comes back
             else:
                 _remove(old)
-        for stale in [*_staging_leftovers(p), *_dead_temporaries(p)]:
+        for stale in _staging_leftovers(p):
             _remove(stale)
+        remove_dead_temporaries(p.parent)
         p.parent.mkdir(parents=True, exist_ok=True)
     staged = {p: p.with_name(f".{p.name}.staging-{os.getpid()}") for p in finals}
     try:

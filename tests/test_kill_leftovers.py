@@ -125,3 +125,23 @@ def test_atomic_writes_respect_the_umask(tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.rglob("*") if p.is_file()}
     assert modes == {"a.json": 0o644, "a.png": 0o644, "a.pt": 0o644, "a.h5": 0o644, "m.json": 0o644,
                      "x.json": 0o644, "private.json": 0o600}
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path):
+    """Only temporaries whose writer is gone are removed: another process may be writing beside us."""
+    from corda import io as cio
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        mine = tmp_path / f".a.json.tmp-{live.pid}-0123abcd.tmp"
+        stale = tmp_path / f".b.png.tmp-{dead.pid}-89abcdef.png"
+        other = tmp_path / ".c.json.tmp-notapid"  # not a temporary of ours
+        for p in (mine, stale, other):
+            p.write_bytes(b"x")
+        cio.write_json(tmp_path / "d.json", {})
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, other.name, "d.json"])
+    finally:
+        live.kill()
+        live.wait()
