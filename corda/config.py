@@ -124,7 +124,8 @@ def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: st
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; {nearest_name_hint(str(unknown[0]), fields, 'keys')}")
+        hint = _unknown_key_hint(str(unknown[0]), fields, keys or {})
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; {hint}")
     kwargs = {}
     for name, f in fields.items():
         key = (keys or {}).get(name) or f"{prefix}.{name}"
@@ -134,6 +135,15 @@ def from_mapping(cls: type[T], data: typing.Mapping[str, Any] | None, prefix: st
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{key}: missing required key")
     return cls(**kwargs)
+
+
+def _unknown_key_hint(name: str, fields: typing.Iterable[str], elsewhere: typing.Mapping[str, str]) -> str:
+    """The nearest field, named where it is set (``run.train.log_every`` for a field set elsewhere); else the keys
+    that the section itself takes (not those set elsewhere, which the section would reject)."""
+    near = difflib.get_close_matches(name, sorted(fields), n=1, cutoff=0.6)
+    if near:
+        return f"did you mean {elsewhere.get(near[0], near[0])}?"
+    return nearest_name_hint(name, [f for f in fields if f not in elsewhere], "keys")
 
 
 def nearest_name_hint(name: str, known: typing.Iterable[str], what: str) -> str:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from corda.errors import CordaError
-from corda.io import save_torch
+from corda.io import remove_dead_temporaries, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,7 @@ class Trainer:
     def discard_scratch(self) -> None:
         if self.write_checkpoints:
             self.scratch.unlink(missing_ok=True)
+            remove_dead_temporaries(self.scratch.parent)  # a scratch save cut short by a kill -9
 
     # ---------------------------------------------------------------- loop
     def _set_lr(self, step: int) -> float:

@@ -1,5 +1,8 @@
 """One exception type for bad input, so stages can print a one-line error and exit non-zero."""
 
+import os
+from typing import Mapping
+
 
 class CordaError(Exception):
     """A user-facing error: the message names the file or key and says how to fix it."""
@@ -40,3 +43,17 @@ def one_line(exc: BaseException) -> str:
                 text = text[at + 1 + len(prefix):]
                 break
     return " ".join(text.split())
+
+
+def interrupted_message(environ: Mapping[str, str] | None = None) -> str:
+    """The line a stage prints when interrupted (Ctrl-C), true to how it was started.
+
+    Run by itself, a stage keeps its previous outputs (:func:`corda.io.staged_outputs`). Run by DVC (``dvc repro``,
+    ``dvc exp run``; DVC sets ``DVC_STAGE`` for the command), DVC removed the stage's outputs before starting it,
+    and ``dvc checkout <stage>`` brings back those dvc.lock records from DVC's cache.
+    """
+    stage = (os.environ if environ is None else environ).get("DVC_STAGE")
+    if stage:
+        return (f"interrupted; DVC removed the outputs of stage {stage} before running it: `dvc checkout {stage}` "
+                "brings back those of its last completed run (dvc.lock), `dvc repro` finishes this one")
+    return "interrupted; the previous outputs of this stage are unchanged (re-run it to finish)"

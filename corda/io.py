@@ -9,12 +9,14 @@ interrupted run leaves the previous run's outputs exactly as they were. Readers 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,18 +27,69 @@ from PIL import Image, UnidentifiedImageError
 from corda.errors import CordaError, DataError
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or no pid at all): leave its file alone
+    return True
+
+
+#: A :func:`temp_beside` name: ``.<name>.tmp-<pid>-<8 hex><suffix>``.
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}(\.\w+)?$")
+#: (pid, folder) pairs this process has swept (:func:`temp_beside` sweeps a folder once per process).
+_swept: set[tuple[int, str]] = set()
+
+
+def remove_dead_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the :func:`temp_beside` temporaries in ``folder`` whose writer process is gone (killed outright)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    with os.scandir(folder) as entries:
+        for e in entries:
+            m = _TEMP_NAME.match(e.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                _remove(Path(e.path))
+
+
+def temp_beside(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """Create an empty temporary file for ``path`` in its folder and return its name (the one temporary name).
+
+    The name is ``.<name>.tmp-<pid>-<random><suffix>``: hidden (the dataset indexes skip it), on the same file
+    system (so ``os.replace`` onto ``path`` is atomic), and naming its writer: the first write into a folder in a
+    process removes the temporaries there whose writer was killed outright (SIGKILL), once per folder, so a
+    stage writing thousands of files lists each folder once. The file is created with mode ``0o666`` less the
+    umask, as ``open()`` would create ``path`` itself (``tempfile.mkstemp`` gives 0600: files colleagues
+    could not read).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = (os.getpid(), os.path.abspath(path.parent))
+    if key not in _swept:
+        remove_dead_temporaries(path.parent)
+        _swept.add(key)
+    while True:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+    """Yield a temporary path beside ``path`` (:func:`temp_beside`); rename it onto ``path`` only if the block
+    succeeds.
 
     On any exception (including a full disk) the temporary file is removed and the error is
     re-raised as a one-line :class:`CordaError` for OSError, leaving no partial output behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = temp_beside(path, suffix or ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -59,7 +112,14 @@ def _siblings(path: Path, tag: str) -> list[Path]:
     """Hidden leftovers ``.<name>.<tag>-*`` beside ``path`` (from a run killed by SIGKILL/SIGTERM)."""
     if not path.parent.is_dir():
         return []
-    return sorted(path.parent.glob(f".{path.name}.{tag}-*"))
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.{tag}-*"))
+
+
+def _staging_leftovers(path: Path) -> list[Path]:
+    """What a killed run left of ``path``'s staging: the staging file or folder ``.<name>.staging-<pid>``, and
+    the temporary a writer was filling for a staging file (``..<name>.staging-<pid>.tmp-*``, :func:`temp_beside`
+    of the staging path)."""
+    return [*_siblings(path, "staging"), *_siblings(path.with_name(f".{path.name}"), "staging")]
 
 
 @contextlib.contextmanager
@@ -86,8 +146,9 @@ def staged_outputs(*paths: str | os.PathLike, enabled: bool = True) -> Iterator[
     one removed); a final path whose staging path was not written is removed, as a successful run
     defines the whole set. On any exception, KeyboardInterrupt (Ctrl-C) included, only the staging
     paths are removed: the previous outputs stay exactly as they were. A run killed outright
-    (SIGKILL) leaves hidden staging folders, removed by the next run; one killed inside the swap
-    (signals are blocked there) is put right by the next run, which restores an output renamed aside.
+    (SIGKILL) leaves hidden staging paths and its writers' temporaries, removed by the next run; one killed
+    inside the swap (signals are blocked there) is put right by the next run, which restores an output renamed
+    aside.
 
     ``enabled=False`` (ranks other than 0, which write nothing) yields the identity mapping.
     """
@@ -101,8 +162,9 @@ def staged_outputs(*paths: str | os.PathLike, enabled: bool = True) -> Iterator[
                 os.replace(old, p)  # a swap was cut short: the previous output comes back
             else:
                 _remove(old)
-        for stale in _siblings(p, "staging"):
+        for stale in _staging_leftovers(p):
             _remove(stale)
+        remove_dead_temporaries(p.parent)
         p.parent.mkdir(parents=True, exist_ok=True)
     staged = {p: p.with_name(f".{p.name}.staging-{os.getpid()}") for p in finals}
     try:

@@ -58,6 +58,14 @@ MARKER = ".corda-predict.json"
 MIN_SIDE_PX = 32
 
 
+class UnreadableImage(DataError):
+    """An input image that cannot be decoded: ``problem`` says why, the message adds what to do."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str = "remove or re-export the file") -> None:
+        super().__init__(f"{path}: {problem}; {fix}, or pass --skip-bad")
+        self.path, self.problem = Path(path), problem
+
+
 @dataclass(frozen=True)
 class ImageItem:
     path: Path
@@ -132,17 +140,16 @@ def load_rgb(path: str | Path) -> np.ndarray:
             if img.mode.startswith("I"):
                 a = np.asarray(img).astype(np.int64)
                 if a.size and (a.min() < 0 or a.max() > 65535):
-                    raise DataError(f"{path}: a {img.mode} image with values outside 0..65535; convert it to "
-                                    "8-bit RGB, or pass --skip-bad")
+                    raise UnreadableImage(path, f"a {img.mode} image with values outside 0..65535",
+                                          "convert it to 8-bit RGB")
                 grey = ((a + 128) // 257).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2)
             if img.mode == "F":
-                raise DataError(f"{path}: a floating-point image (mode F) has no defined range; convert it "
-                                "to 8-bit RGB, or pass --skip-bad")
+                raise UnreadableImage(path, "a floating-point image (mode F) has no defined range",
+                                      "convert it to 8-bit RGB")
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc}); remove or re-export the file, or pass --skip-bad"
-                        ) from None
+        raise UnreadableImage(path, f"unreadable image ({exc})") from None
 
 
 def check_inputs(items: Sequence[ImageItem]) -> tuple[list[ImageItem], list[tuple[Path, str]],
@@ -176,12 +183,38 @@ def check_inputs(items: Sequence[ImageItem]) -> tuple[list[ImageItem], list[tupl
     return good, bad, small
 
 
-def bad_inputs_message(bad: Sequence[tuple[Path, str]], total: int, show: int = 4) -> str:
-    """One line: how many inputs are unreadable, the first ``show`` of them, and the two ways on."""
+def bad_inputs_message(bad: Sequence[tuple[Path, str]], total: int, show: int = 4, skipping: bool = False) -> str:
+    """One line: how many inputs are unreadable, the first ``show`` of them, and the two ways on (or, when
+    ``skipping`` with --skip-bad, that they are skipped)."""
     shown = "; ".join(f"{p}: {why}" for p, why in bad[:show])
     more = f"; and {len(bad) - show} more" if len(bad) > show else ""
+    if skipping:
+        return f"skipping {len(bad)} of {total} inputs, unreadable: {shown}{more}"
     return (f"{len(bad)} of {total} inputs are unreadable: {shown}{more}; remove or re-export them, or pass "
             "--skip-bad to predict the others")
+
+
+def labels_at(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) uint8 trainIds: the argmax over classes of ``logits`` (C, h, w) upsampled to ``size`` = (H, W).
+
+    Equal to ``upsample_outputs({"S": logits[None]}, size, float32=True)["S"][0].argmax(0)``, without its
+    (C, H, W) float32 tensor (2.3 GB peak for a 4000x3000 photo with 19 classes): each class's plane is upsampled
+    by the same rule on its own and folded into a running maximum, which keeps the first class on ties, as
+    ``argmax`` does. Peak memory: two float32 planes, a mask and the labels (about 10 bytes per pixel).
+    """
+    from corda.models.outputs import upsample_outputs
+
+    best = labels = None
+    for c in range(logits.shape[0]):
+        plane = upsample_outputs({"S": logits[None, c:c + 1]}, size, float32=True)["S"][0, 0]
+        if best is None:
+            best, labels = plane, torch.zeros(plane.shape, dtype=torch.uint8, device=plane.device)
+            continue
+        better = plane > best
+        labels.masked_fill_(better, c)
+        torch.maximum(best, plane, out=best)
+        del plane, better
+    return labels
 
 
 def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:
@@ -190,12 +223,12 @@ def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j:
     from corda.models.outputs import upsample_outputs
 
     size = image.shape[:2]
-    up = {k: v[0] for k, v in upsample_outputs({k: v[j:j + 1] for k, v in out.items()}, size,
-                                                keys=("S", "D", "D_src"), float32=True).items()}
-    pred = Prediction(item, image, up["S"].argmax(0).to(torch.uint8).cpu().numpy())
-    if "D" in up:
+    pred = Prediction(item, image, labels_at(out["S"][j], size).cpu().numpy())
+    if "D" in out:
+        up = {k: v[0] for k, v in upsample_outputs({k: v[j:j + 1] for k, v in out.items()}, size,
+                                                    keys=("D", "D_src"), float32=True).items()}
         d_tgt = up["D"][0].clamp_min(1.0)  # encoding ≥ 1 (1.0 = farthest representable depth)
-        pred.depth_m = np.clip(inv_to_depth(d_tgt.cpu().numpy()), 0.0, MAX_DEPTH_M)
+        pred.depth_m = by_rows(lambda t: np.clip(inv_to_depth(t), 0.0, MAX_DEPTH_M), d_tgt.cpu().numpy())
         pred.difficulty = ((up["D_src"][0] - d_tgt).abs() / d_tgt).clamp(0.0, 1.0).cpu().numpy()
     return pred
 
@@ -224,8 +257,9 @@ def predict_images(model: torch.nn.Module, items: Sequence[ImageItem], input_hei
         except DataError as exc:
             if skipped is None:
                 raise
-            log.warning("skipped: %s", exc)
-            skipped.append((item.path, str(exc)))
+            why = exc.problem if isinstance(exc, UnreadableImage) else str(exc)
+            log.warning("skipped %s: %s", item.path, why)
+            skipped.append((item.path, why))
             continue
         shape = input_shape(img.shape[0], img.shape[1], input_height)
         pending.setdefault(shape, []).append((item, img))
@@ -239,7 +273,19 @@ def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndar
     """(H, W, 3) uint8: the image blended with the Cityscapes colours of ``label`` (trainIds)."""
     from corda.labels import colorize
 
-    return (image.astype(np.float32) * (1 - alpha) + colorize(label).astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    return by_rows(lambda im, lab: (im.astype(np.float32) * (1 - alpha) + colorize(lab).astype(np.float32) * alpha
+                                    + 0.5).astype(np.uint8), image, label)
+
+
+def by_rows(fn, *arrays: np.ndarray, pixels: int = 1 << 20) -> np.ndarray:
+    """``fn(*arrays)`` computed over blocks of about ``pixels`` pixels (whole rows) and stacked.
+
+    For a per-pixel ``fn`` the result is identical to one call; its float temporaries stay block-sized instead of
+    photo-sized (a float64 copy of a 4000x3000 map is 96 MB, an RGB one 288 MB).
+    """
+    h, w = arrays[0].shape[:2]
+    step = max(1, pixels // max(1, w))
+    return np.concatenate([fn(*(a[r:r + step] for a in arrays)) for r in range(0, h, step)]) if h else fn(*arrays)
 
 
 def depth_png(depth_m: np.ndarray) -> np.ndarray:
@@ -327,7 +373,7 @@ class PredictionWriter:
         write_png(dest("labels"), labels)
         write_png(dest("overlay"), overlay(p.image, p.label))
         if p.depth_m is not None:
-            write_png(dest("depth"), depth_png(p.depth_m))
+            write_png(dest("depth"), by_rows(depth_png, p.depth_m))
             write_png(dest("depth_color"), colour_depth(p.depth_m))
             write_png(dest("difficulty"), (p.difficulty * 255.0 + 0.5).astype(np.uint8))
         if self.h5 is not None:
@@ -363,14 +409,17 @@ class PredictionWriter:
 
 
 def run_predict(model: torch.nn.Module, items: Sequence[ImageItem], writer: PredictionWriter, input_height: int,
-                batch_size: int, device: torch.device, progress=None, skip_bad: bool = False) -> Summary:
+                batch_size: int, device: torch.device, progress=None, skip_bad: bool = False,
+                skipped: Sequence[tuple[Path, str]] = ()) -> Summary:
     """Predict and write every item; a run that stops keeps the images it finished (one-line error).
 
     ``skip_bad``: an image that fails to decode is skipped (listed in the summary) instead of stopping.
+    ``skipped``: the inputs already left out ((path, problem), :func:`check_inputs`); the summary and the
+    folder's marker list them first.
     """
     from corda.errors import one_line
 
-    summary = Summary()
+    summary = Summary(skipped=list(skipped))
     start = time.perf_counter()
     preds: Iterable[Prediction] = predict_images(model, items, input_height, batch_size, device,
                                                  summary.skipped if skip_bad else None)
@@ -395,3 +444,45 @@ def run_predict(model: torch.nn.Module, items: Sequence[ImageItem], writer: Pred
         raise
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def top_classes(class_pixels: np.ndarray, names: Sequence[str], k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` most frequent classes as (name, percent of the pixels), leaving out any under 0.05 % (which
+    a one-decimal summary would show as 0.0 %)."""
+    counts = np.asarray(class_pixels[:len(names)], dtype=np.float64)
+    share = 100.0 * counts / max(1.0, counts.sum())
+    order = np.argsort(-share, kind="stable")[:k]
+    return [(names[c], float(share[c])) for c in order if share[c] >= 0.05]
+
+
+def benchmark_model_warning(model: str | Path, model_hash: str) -> str | None:
+    """One line when ``model`` was trained on the embedded procedural benchmark, else None.
+
+    A checkpoint does not record its data, but the pipeline's ``dvc.lock`` does: when an output recorded
+    there has this file's md5 (``model_hash``), the ``data`` stage's params of that run say what it was
+    trained on. The lock file is looked for in the working directory and above the model. A model the lock
+    does not list is not judged (None).
+    """
+    import yaml
+
+    model = Path(model).resolve()
+    for folder in dict.fromkeys([Path.cwd(), *model.parents]):
+        lock = folder / "dvc.lock"
+        if not lock.is_file():
+            continue
+        try:
+            stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
+            outs = [o for st in stages.values() for o in st.get("outs") or []]
+            if not any(o.get("md5") == model_hash for o in outs):
+                continue
+            data = stages["data"]["params"]["params.yaml"]["data"]
+            kinds = {side: data[side]["kind"] for side in ("source", "target")}
+        except (yaml.YAMLError, OSError, KeyError, TypeError, AttributeError):
+            continue
+        if "procedural" in kinds.values():
+            return (f"{model.name} was trained on the embedded procedural benchmark ({lock}: data.source.kind "
+                    f"{kinds['source']}, data.target.kind {kinds['target']}): it knows only that rendered world, "
+                    "so its labels for real photographs are confident nonsense; for real frames use a model "
+                    "trained on a real-data preset (params/*.yaml, README \"Your own images\")")
+        return None
+    return None

@@ -428,5 +428,5 @@ def export_sharded(out_h5: Path, merged: Path, items, n: int, attrs: dict, diag,
         raise
     if dist.is_main:
         # The parts of this run and any stale ones (another N, a killed run's temporaries).
-        stale = [*out_h5.parent.glob(f"{out_h5.name}.part*"), *out_h5.parent.glob(f".{out_h5.name}.part*.tmp")]
+        stale = [*out_h5.parent.glob(f"{out_h5.name}.part*"), *out_h5.parent.glob(f".{out_h5.name}.part*.tmp-*")]
         remove_outputs(*parts, *stale)

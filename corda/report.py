@@ -514,8 +514,11 @@ def scalar_panel(x: np.ndarray, cmap: str, vmin: float | None, vmax: float | Non
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
     scale = (vmax - vmin) if vmax > vmin else 1.0
-    t = np.clip((np.where(finite, a, vmin) - vmin) / scale, 0.0, 1.0)
-    rgb = (matplotlib.colormaps[cmap](t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    rgb = np.empty((*a.shape, 3), np.uint8)
+    step = max(1, (1 << 20) // max(1, a.shape[1]))  # rows per block: float64 temporaries of a 4000x3000 photo
+    for r in range(0, a.shape[0], step):            # (its RGBA colours: 370 MB) stay block-sized
+        t = np.clip((np.where(finite[r:r + step], a[r:r + step], vmin) - vmin) / scale, 0.0, 1.0)
+        rgb[r:r + step] = (matplotlib.colormaps[cmap](t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
     rgb[~finite] = 0
     return rgb
 

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from corda.errors import CordaError, one_line
+from corda.errors import CordaError, interrupted_message, one_line
 from corda.params import check_data_kinds, load_params, section
 
 log = logging.getLogger("stages")
@@ -72,8 +72,7 @@ def stage_main(fn: Callable[..., Any]) -> Callable[..., Any]:
             print("error: " + one_line(exc), file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            print("error: interrupted; the previous outputs of this stage are unchanged (re-run it to "
-                  "finish)", file=sys.stderr)
+            print("error: " + interrupted_message(), file=sys.stderr)
             raise SystemExit(130) from None
 
     return wrapper

@@ -61,7 +61,7 @@ def build_manifest(cfg: DataConfig, roots: dict[str, Path] | None = None) -> dic
     """
     from corda.data.check import bad_files_message, check_index_files
     from corda.data.datasets import validate_index
-    from corda.data.index import scan_dataset
+    from corda.data.index import resolved_note, scan_dataset
     from corda.errors import DataError
 
     roots = roots or {}
@@ -87,7 +87,7 @@ def build_manifest(cfg: DataConfig, roots: dict[str, Path] | None = None) -> dic
         validate_index(index, max_items=cfg.validate_items or None)
         index.root = str(root)
         manifest["splits"][name] = index.to_json()
-        log.info("%-12s %-10s %5d items  (%s)", name, kind, len(index.names), root)
+        log.info("%-12s %-10s %5d items in %s%s", name, kind, len(index.names), root, resolved_note(root))
     if cfg.source.kind == "procedural":
         manifest["procedural"] = to_dict(cfg.procedural)
     return manifest

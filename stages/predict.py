@@ -46,7 +46,8 @@ def main(
     inputs: Annotated[list[str], typer.Argument(help="image folders (searched recursively), image files or globs")],
     model: Annotated[Path, typer.Option(help="a trained model from the pipeline (models/<name>.pt)")] = Path(
         "models/corda.pt"),
-    out: Annotated[Path, typer.Option(help="output folder (created when every image is done)")] = Path("predictions"),
+    out: Annotated[Path, typer.Option(help="output folder: new, empty, or one predict made (--overwrite); each image's "
+                                           "files appear as soon as it is done")] = Path("predictions"),
     input_height: Annotated[Optional[int], typer.Option(
         min=16, help="network input height (aspect kept); default: evaluate.eval_hw or the benchmark's height")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 8,
@@ -62,15 +63,14 @@ def main(
         "params.yaml"),
 ) -> None:
     """Segmentation, depth and difficulty maps for your own images, from a trained checkpoint."""
-    import numpy as np
 
     from corda.device import resolve_device
     from corda.errors import DataError
     from corda.io import file_hash
     from corda.labels import CLASS_NAMES
     from corda.log import progress
-    from corda.predict import (MIN_SIDE_PX, PredictionWriter, bad_inputs_message, check_inputs, find_images,
-                               run_predict)
+    from corda.predict import (MIN_SIDE_PX, PredictionWriter, bad_inputs_message, benchmark_model_warning,
+                               check_inputs, find_images, run_predict, top_classes)
     from corda.seg.model_file import load_model
 
     found = find_images(inputs)
@@ -79,7 +79,7 @@ def main(
         raise DataError(bad_inputs_message(bad, len(found)) if items or not skip_bad else
                         f"none of the {len(found)} inputs is readable (e.g. {bad[0][0]}: {bad[0][1]})")
     if bad:
-        log.warning("--skip-bad: %s", bad_inputs_message(bad, len(found)))
+        log.warning("--skip-bad: %s", bad_inputs_message(bad, len(found), skipping=True))
     if small:
         (p, (h, w)) = small[0]
         log.warning("%d images are under %d px on a side (e.g. %s, %dx%d): their maps are upsampled from very "
@@ -87,16 +87,16 @@ def main(
     height = input_height or default_input_height(params)
     dev = resolve_device(device)
     net, ck = load_model(model, dev, "teacher" if teacher else "student")
+    model_hash = file_hash(model)
+    if warning := benchmark_model_warning(model, model_hash):
+        log.warning("%s", warning)
     writer = PredictionWriter(out, label_ids, h5, overwrite,
-                              {"model": str(model), "model_hash": file_hash(model), "method": ck["method"],
+                              {"model": str(model), "model_hash": model_hash, "method": ck["method"],
                                "input_height": height})
     log.info("%d images → %s (model %s, %s, input height %d, device %s)", len(items), out, model, ck["method"],
              height, dev)
-    s = run_predict(net, items, writer, height, batch_size, dev, progress, skip_bad=skip_bad)
-    skipped = [p for p, _ in bad] + [p for p, _ in s.skipped]
-
-    share = s.class_pixels[:len(CLASS_NAMES)] / max(1, s.class_pixels.sum())
-    top = np.argsort(share)[::-1][:5]
+    s = run_predict(net, items, writer, height, batch_size, dev, progress, skip_bad=skip_bad, skipped=bad)
+    skipped = [p for p, _ in s.skipped]
     sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sorted(s.sizes.items(), key=lambda kv: -kv[1])[:4])
     print(f"\n| predict | {out} |\n|---|---|")
     print(f"| images | {s.images} ({s.with_depth} with depth and difficulty) |")
@@ -107,7 +107,8 @@ def main(
         print(f"| under {MIN_SIDE_PX} px | {len(small)} |")
     print(f"| sizes (H x W) | {sizes}{' ...' if len(s.sizes) > 4 else ''} |")
     print(f"| time | {s.seconds:.1f} s ({s.images_per_s:.1f} images/s on {dev}) |")
-    print("| most frequent classes | " + ", ".join(f"{CLASS_NAMES[c]} {100 * share[c]:.1f}%" for c in top) + " |")
+    print("| most frequent classes | " + ", ".join(f"{n} {pct:.1f}%" for n, pct in top_classes(s.class_pixels,
+                                                                                            CLASS_NAMES)) + " |")
 
 
 if __name__ == "__main__":

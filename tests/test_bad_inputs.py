@@ -8,7 +8,7 @@ params key of the stage's own section), runs the stage and checks what a user se
 * exactly one stderr line starting with ``error:``, naming the offending file or params key and
   saying what to do about it;
 * none of the stage's declared outputs (dvc.yaml ``outs``/``metrics``/``plots``) exist afterwards,
-  and no atomic-write temporaries (``.name.*.tmp``, ``.name.*.pt`` ...) are left anywhere.
+  and no atomic-write temporaries (``.<name>.tmp-<pid>-*``, corda.io.temp_beside) are left anywhere.
 
 The library-level format errors are tested in test_datasets.py and test_h5io.py; here they must
 reach the command line intact. Stages run in-process through typer's CliRunner (torch is imported

@@ -127,3 +127,29 @@ def test_a_corrupt_image_gets_one_fix(tmp_path):
     bench.write_bytes(bad.read_bytes())
     with pytest.raises(DataError, match=r"\([^;]*\); re-render the benchmark: `dvc repro -f data`$"):
         read_image(bench)
+
+
+@pytest.mark.parametrize("under_dvc", [False, True])
+def test_interrupted_says_what_holds_under_dvc(under_dvc, monkeypatch, capsys):
+    """Ctrl-C: run by itself a stage kept its outputs; run by DVC (DVC_STAGE set), DVC removed them before the
+    stage started, and the line says how to get them back instead of claiming they are unchanged."""
+    from stages.common import stage_main
+
+    if under_dvc:
+        monkeypatch.setenv("DVC_STAGE", "train_corda")
+    else:
+        monkeypatch.delenv("DVC_STAGE", raising=False)
+
+    @stage_main
+    def stage():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        stage()
+    assert exit_.value.code == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    if under_dvc:
+        assert "DVC removed the outputs of stage train_corda" in line and "`dvc checkout train_corda`" in line
+        assert "unchanged" not in line
+    else:
+        assert line == "error: interrupted; the previous outputs of this stage are unchanged (re-run it to finish)"

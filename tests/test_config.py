@@ -1,12 +1,16 @@
 """Typed params sections: unknown, mistyped and out-of-range keys are errors naming the key."""
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
 from corda.config import field, from_mapping
 from corda.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,24 @@ def test_unknown_key_suggests_the_nearest():
     # Nothing near: the known keys are listed instead.
     with pytest.raises(ConfigError, match=r"^train\.zzz: unknown key; known keys: crop, inner, iterations, "):
         from_mapping(Cfg, {"zzz": 1}, "train")
+
+
+def test_unknown_key_hint_lists_only_keys_the_section_takes():
+    """Operational keys live in run.<section> and are rejected in the section itself: the hint for train.foo does
+    not list them, and a near miss of one names where it goes."""
+    from corda.seg.config import TrainConfig
+    from stages.common import section
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["foo"] = 1
+    with pytest.raises(ConfigError) as err:
+        section(params, "train", TrainConfig)
+    listed = str(err.value).split("known keys: ")[1].split(", ")
+    assert "lambda_depth" in listed and not set(listed) & set(TrainConfig.RUN_KEYS), listed
+    del params["train"]["foo"]
+    params["train"]["log_evry"] = 10
+    with pytest.raises(ConfigError, match=r"^train\.log_evry: unknown key; did you mean run\.train\.log_every\?$"):
+        section(params, "train", TrainConfig)
 
 
 def test_internal_fields_are_not_params_keys():

@@ -318,3 +318,22 @@ def test_tuning_split_and_training_part_partition_target_train():
     unlabelled = DatasetIndex("cityscapes", "r", "train", names, {"image": idx.paths["image"]})
     with pytest.raises(DataError, match="no labels"):
         tuning_split(unlabelled, 3)
+
+
+def test_a_relative_root_in_an_error_says_what_it_is_relative_to(tmp_path, monkeypatch):
+    """``../gta5`` alone does not tell the user where it was looked for: the message resolves it."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(DataError) as err:
+        scan_dataset("gta5", "../gta", "train")
+    msg = str(err.value)
+    assert msg.startswith("../gta: gta5 dataset root not found (relative to the working directory: ")
+    assert f"{work}/../gta)" in msg and "data.source.root" in msg
+    (tmp_path / "cs").mkdir()
+    with pytest.raises(DataError) as err:  # a root without the split's folder: the same note
+        scan_dataset("cityscapes", "../cs", "val")
+    assert f"so ../cs (relative to the working directory: {work}/../cs) is not a cityscapes root" in str(err.value)
+    with pytest.raises(DataError) as err:  # an absolute root is shown as it is
+        scan_dataset("gta5", tmp_path / "gta", "train")
+    assert "working directory" not in str(err.value)

@@ -102,3 +102,21 @@ def test_bad_param_gives_one_line_error_naming_the_key(tmp_path):
                           str(tmp_path / "params.yaml")], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2
     assert "train.lambda_depth" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
+def test_dvc_exp_run_set_param_changes_exactly_one_line(path, tmp_path):
+    """`dvc exp run -S key=value` rewrites the params file through DVC's own YAML round trip
+    (dvc.utils.hydra.apply_overrides); the files are kept in the form it writes, so only the set line changes."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text())
+    old = yaml.safe_load(path.read_text())["train"]["lambda_depth"]
+    apply_overrides(str(copy), [f"train.lambda_depth={old + 0.5}"])
+    before, after = path.read_text().splitlines(), copy.read_text().splitlines()
+    assert len(before) == len(after), "lines were added or removed"
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(changed) == 1 and changed[0][1].lstrip().startswith(f"lambda_depth: {old + 0.5}"), changed
+    apply_overrides(str(copy), [f"train.lambda_depth={old}"])
+    assert copy.read_text() == path.read_text()  # and setting it back restores the file byte for byte

@@ -221,6 +221,129 @@ def test_skip_bad_predicts_the_others(setup, tmp_path):
     assert "| images | 2 " in res.output and "| skipped (unreadable) | 2:" in res.output
     assert sorted(p.stem for p in (tmp_path / "o/labels").iterdir()) == [
         "c1_000000_000001_leftImg8bit", "c1_000000_000002_leftImg8bit"]
+    # The folder's record lists what the summary listed, and nothing tells the user to pass what they passed.
+    marker = json.loads((tmp_path / "o" / ".corda-predict.json").read_text())
+    assert marker["complete"] and sorted(Path(p).name for p in marker["skipped"]) == ["x.png", "y.jpg"]
+    assert "skipping 2 of 4 inputs" in res.output and "pass --skip-bad" not in res.output
+
+
+def test_skip_bad_at_decode_time_says_skipped_not_pass_skip_bad(setup, tmp_path):
+    """A file whose header reads but whose data does not is skipped at decode time with a plain warning."""
+    root, model, _ = setup
+    images = tmp_path / "imgs"
+    shutil.copytree(root / "images" / "c1", images)
+    Image.fromarray(np.zeros((40, 40), np.float32), mode="F").save(images / "z.tif")  # no defined range
+    res = _run(images, "--model", model, "--out", tmp_path / "o", "--skip-bad")
+    assert res.exit_code == 0, res.output
+    warning = [ln for ln in res.output.splitlines() if "z.tif" in ln and "WARNING" in ln]
+    assert len(warning) == 1 and "no defined range" in warning[0] and "--skip-bad" not in warning[0], res.output
+    marker = json.loads((tmp_path / "o" / ".corda-predict.json").read_text())
+    assert [Path(p).name for p in marker["skipped"]] == ["z.tif"]
+
+
+def test_summary_lists_no_class_at_zero_percent():
+    from corda.labels import CLASS_NAMES
+    from corda.predict import top_classes
+
+    pixels = np.zeros(256, np.int64)
+    pixels[[0, 2, 13]] = [90_000, 10_000, 3]  # car at 0.003 % would print as "car 0.0%"
+    assert top_classes(pixels, CLASS_NAMES) == [("road", pytest.approx(90.0, abs=0.01)),
+                                                ("building", pytest.approx(10.0, abs=0.01))]
+
+
+def test_labels_at_equals_the_argmax_of_the_full_size_logits():
+    """Upsampling one class at a time gives the labels of the full (C, H, W) upsampling, ties included."""
+    from corda.models.outputs import upsample_outputs
+    from corda.predict import labels_at
+
+    g = torch.Generator().manual_seed(0)
+    for c, (h, w), size in [(19, (17, 23), (301, 407)), (16, (8, 8), (8, 8)), (3, (5, 9), (64, 31))]:
+        logits = torch.randn(c, h, w, generator=g)
+        logits[1] = logits[0]  # exact ties: the first class wins, as in argmax
+        logits[:, :2] = 0.0
+        full = upsample_outputs({"S": logits[None]}, size, float32=True)["S"][0].argmax(0).to(torch.uint8)
+        got = labels_at(logits, size)
+        assert got.dtype == torch.uint8 and torch.equal(got, full), (c, h, w, size)
+        assert (got != 1).all()  # class 1 never beats its tie with class 0
+    half = torch.randn(19, 9, 13, generator=g).to(torch.bfloat16)  # autocast outputs are cast to fp32 first
+    assert torch.equal(labels_at(half, (50, 70)),
+                       upsample_outputs({"S": half[None]}, (50, 70), float32=True)["S"][0].argmax(0).to(torch.uint8))
+
+
+def test_maps_computed_in_row_blocks_equal_the_whole_photo_formulas():
+    """overlay, depth PNG and colour depth of a photo larger than one block are the one-shot formulas' bytes."""
+    import matplotlib
+
+    from corda.labels import colorize
+    from corda.predict import by_rows, colour_depth, overlay
+
+    rng = np.random.default_rng(0)
+    h, w = 1100, 1000  # two blocks of rows
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    label = rng.integers(0, 19, (h, w), dtype=np.uint8)
+    depth = rng.uniform(0.5, 90.0, (h, w)).astype(np.float32)
+    depth[:3] = np.nan
+    whole = (image.astype(np.float32) * 0.5 + colorize(label).astype(np.float32) * 0.5 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(overlay(image, label), whole)
+    np.testing.assert_array_equal(by_rows(depth_png, depth), depth_png(depth))
+    inv = 1.0 / np.maximum(depth.astype(np.float64), 1e-3)
+    finite = np.isfinite(inv)
+    lo, hi = np.percentile(inv[finite], [2.0, 98.0])
+    t = np.clip((np.where(finite, inv, lo) - lo) / (hi - lo), 0.0, 1.0)
+    ref = (matplotlib.colormaps["magma"](t)[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    ref[~finite] = 0
+    np.testing.assert_array_equal(colour_depth(depth), ref)
+
+
+def test_default_out_is_git_ignored_and_its_help_says_when_files_appear():
+    import subprocess
+
+    from stages import predict as stage
+
+    ignore = [ln.strip() for ln in (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()]
+    default = stage.main.__wrapped__.__defaults__  # typer keeps the defaults on the function
+    out = next(d for d in default if isinstance(d, Path) and d.name == "predictions")
+    assert f"/{out}/" in ignore
+    res = subprocess.run(["git", "check-ignore", "-q", f"{out}/x.png"], cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode in (0, 128)  # 0: ignored; 128: not a git checkout (a source tarball)
+    import typing
+
+    option = typing.get_type_hints(stage.main.__wrapped__, include_extras=True)["out"].__metadata__[0]
+    assert "as soon as it is done" in option.help and "created when every" not in option.help
+
+
+def _lock(folder: Path, model: Path, kinds: tuple[str, str]) -> None:
+    from corda.io import file_hash
+
+    data = {"source": {"kind": kinds[0], "root": "s"}, "target": {"kind": kinds[1], "root": "t"}}
+    lock = {"schema": "2.0", "stages": {
+        "data": {"cmd": "python -m stages.data", "params": {"params.yaml": {"data": data}}, "outs": []},
+        "train_corda": {"cmd": "python -m stages.train", "outs": [
+            {"path": "models/corda.pt", "hash": "md5", "md5": file_hash(model), "size": model.stat().st_size}]}}}
+    import yaml
+
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+
+
+def test_a_model_trained_on_the_benchmark_gets_one_warning(setup, tmp_path, monkeypatch):
+    """dvc.lock lists the model (same md5) with the procedural data stage: predict says what the model knows."""
+    from corda.predict import benchmark_model_warning
+    from corda.io import file_hash
+
+    root, model, _ = setup
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    shutil.copy(model, repo / "models" / "corda.pt")
+    monkeypatch.chdir(repo)
+    assert benchmark_model_warning("models/corda.pt", file_hash(model)) is None  # no dvc.lock: not judged
+    _lock(repo, model, ("procedural", "procedural"))
+    res = _run(root / "images" / "c2", "--model", "models/corda.pt", "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    hits = [ln for ln in res.output.splitlines() if "procedural benchmark" in ln]
+    assert len(hits) == 1 and "real-data preset" in hits[0], res.output
+    assert benchmark_model_warning("models/corda.pt", "0" * 32) is None  # another model: not listed
+    _lock(repo, model, ("gta5", "cityscapes"))
+    assert benchmark_model_warning("models/corda.pt", file_hash(model)) is None
 
 
 def test_a_run_that_stops_keeps_what_it_finished(setup, tmp_path, monkeypatch):

@@ -210,6 +210,7 @@ def _path_spans() -> list[str]:
     for s in code_spans() + [tok for c in commands() for tok in _argv(c)]:
         for tok in s.split():
             tok = tok.strip("`'\",;()")
+            tok = re.sub(r"\.(json|yaml):[\w.]+$", r".\1", tok)  # a DVC column name: <file>:<key>
             if re.match(rf"^({'|'.join(map(re.escape, ARTEFACT_DIRS + SOURCE_DIRS))})/", tok):
                 spans.append(tok)
     return sorted(set(spans))

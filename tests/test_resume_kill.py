@@ -2,7 +2,8 @@
 
 Training stages (depth_pretrain, train, self_train) resume from their scratch checkpoint and end with
 exactly the weights of an uninterrupted run; export stages (depth_maps, pseudo_labels) killed while
-writing leave no HDF5 file that looks complete under its final name.
+writing leave no HDF5 file that looks complete under its final name. After the re-run nothing hidden is left
+anywhere (staging paths, atomic-write temporaries; the writers one by one: tests/test_kill_leftovers.py).
 """
 
 import os
@@ -79,6 +80,11 @@ def _kill_when(proc, ready, what):
     proc.wait()
 
 
+def _leftovers(root):
+    """Hidden files and folders anywhere under ``root``: what a killed run left (staging paths, temporaries)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if "__pycache__" not in p.parts)
+
+
 TRAINING = {
     # stage args, scratch checkpoint, output, state key
     "depth_pretrain": (["stages.depth_pretrain"], "checkpoints/depth_pretrain/target.pt", "models/depth/target.pt",
@@ -114,6 +120,7 @@ def test_kill9_then_rerun_equals_uninterrupted(workdir, stage):
         assert torch.equal(v, resumed[key][k]), k
     assert reference["history"] == resumed["history"]
     assert not scratch.exists()  # the scratch checkpoint is removed once the outputs are written
+    assert _leftovers(workdir) == []
 
 
 EXPORTS = {
@@ -154,3 +161,4 @@ def test_kill9_while_exporting_leaves_no_complete_looking_h5(workdir, stage):
     for name in names:
         with getattr(h5io, reader)(out / name) as f:
             assert len(f) == N_TRAIN
+    assert _leftovers(workdir) == []  # the killed run's staging paths and temporaries are gone

@@ -117,6 +117,13 @@ def _list_files(folder: Path) -> Iterator[str]:
                 yield prefix + fn
 
 
+def resolved_note(root: str | os.PathLike) -> str:
+    """What a relative ``root`` in a message is relative to (the working directory; DVC runs the stages in the
+    repository root) and where that puts it; empty for an absolute root."""
+    p = Path(root)
+    return "" if p.is_absolute() else f" (relative to the working directory: {Path.cwd() / p})"
+
+
 def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex:
     """List the items of ``split`` of the ``kind`` dataset under ``root`` (see :mod:`corda.data.layouts`).
 
@@ -138,11 +145,11 @@ def scan_dataset(kind: str, root: str | os.PathLike, split: str) -> DatasetIndex
                         f"(only {list(layouts.SPLITS[kind])})")
     img_rel = layouts.image_folder(kind, split)
     if not root_p.is_dir():
-        raise DataError(f"{root_p}: {kind} dataset root not found; {hint} to the folder that holds "
-                        f"{img_rel}/")
+        raise DataError(f"{root_p}: {kind} dataset root not found{resolved_note(root_p)}; {hint} to the folder "
+                        f"that holds {img_rel}/ (an absolute path, or one relative to the repository root)")
     img_dir = root_p / img_rel
     if not img_dir.is_dir():
-        raise DataError(f"{img_dir}: folder not found, so {root_p} is not a {kind} root with a "
+        raise DataError(f"{img_dir}: folder not found, so {root_p}{resolved_note(root_p)} is not a {kind} root with a "
                         f"{split!r} split; {hint} (expected layout: corda/data/layouts.py)")
     images: dict[str, str] = {}
     skipped = []

@@ -9,7 +9,7 @@ Writing (:class:`H5StreamWriter`)
 ---------------------------------
 * Items are written one at a time (row ``i`` of every dataset), so memory stays flat whatever the
   number of images: at most a couple of chunks per dataset live in HDF5's chunk cache.
-* The file is written under the temporary name ``.<name>.tmp`` in the destination folder and
+* The file is written under a hidden temporary name (:func:`corda.io.temp_beside`) in the destination folder and
   ``os.replace``-d onto the destination only after exactly ``n`` items were written and the root
   attribute ``complete=True`` was set. On any exception the temporary file is removed, so a killed or
   failed stage never leaves a file that looks finished.

@@ -1,4 +1,8 @@
-"""A generic streaming writer: per-image datasets filled in order, in a temporary file renamed at the end."""
+"""A generic streaming writer: per-image datasets filled in order, in a temporary file renamed at the end.
+
+The temporary is :func:`corda.io.temp_beside`'s, the one temporary name of every atomic write: the next write of
+the same file, or :func:`corda.io.staged_outputs`, removes what a killed writer left.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import h5py
 import numpy as np
 
 from corda.errors import CordaError
+from corda.io import temp_beside
 from corda.h5io.attrs import _encode_attr
 from corda.h5io.schema import H5Schema, JSON_ATTRS_KEY, _NAMES
 
@@ -28,7 +33,8 @@ class H5StreamWriter:
                 w.append(name, label=lab)
 
     Args:
-        path: destination file. The data goes to ``.<name>.tmp`` beside it until the block succeeds.
+        path: destination file. The data goes to a hidden temporary beside it (:func:`corda.io.temp_beside`)
+            until the block succeeds.
         n: number of items that must be appended (checked on exit).
         datasets: ``{name: (shape_per_item, dtype)}``; each becomes a ``(n, *shape_per_item)`` dataset.
             ``names`` is reserved (the string dataset of item names).
@@ -61,7 +67,7 @@ class H5StreamWriter:
             if reserved in attrs:
                 raise ValueError(f"attribute {reserved!r} is reserved")
         self.path = Path(path)
-        self.tmp_path = self.path.parent / f".{self.path.name}.tmp"
+        self.tmp_path: Path | None = None  # corda.io.temp_beside, made on entering the block
         self.n = n
         self.specs = {k: (tuple(int(s) for s in shape), np.dtype(dt)) for k, (shape, dt) in datasets.items()}
         self.attrs = attrs
@@ -82,7 +88,7 @@ class H5StreamWriter:
     def __enter__(self) -> "H5StreamWriter":
         chunk_bytes = [self.chunk_items * math.prod(shape) * dt.itemsize for shape, dt in self.specs.values()]
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp_path = temp_beside(self.path, ".h5")
             # Room for two chunks per dataset: a chunk being filled is never evicted half-written
             # (that would mean decompress-modify-recompress), and memory stays bounded by the chunk size.
             f = h5py.File(self.tmp_path, "w", rdcc_nbytes=max(1 << 20, 2 * max(chunk_bytes, default=0)),
@@ -127,7 +133,7 @@ class H5StreamWriter:
             self._file.attrs["complete"] = True
             self._file.close()
             self._file = None
-            os.replace(self.tmp_path, self.path)
+            os.replace(self.tmp_path, self.path)  # type: ignore[arg-type]
         except OSError as exc:
             self._abort()
             raise self._fail(exc, "finish writing") from exc
@@ -142,7 +148,8 @@ class H5StreamWriter:
             except Exception:  # noqa: BLE001 - best effort while already failing
                 pass
             self._file = None
-        self.tmp_path.unlink(missing_ok=True)
+        if self.tmp_path is not None:
+            self.tmp_path.unlink(missing_ok=True)
 
     # -- items -------------------------------------------------------------------------------------------
 
