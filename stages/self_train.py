@@ -92,6 +92,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
         return tgt
 
     inputs_fp = {"manifest": file_hash(manifest), "init": file_hash(init), "pseudo": file_hash(pseudo_h5)}
+    tcfg = tcfg.for_method(SELF_TRAIN)  # the saved config records the method it trained
     student, _, trainer = run_training(
         method=SELF_TRAIN, mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
         scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,

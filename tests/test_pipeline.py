@@ -76,6 +76,12 @@ def test_repro_writes_every_artefact(smoke_repo):
            for m in ("oracle", "corda")}
     assert [ran[m]["train_config"]["iterations"] for m in ("oracle", "corda")] == [8, 6]
     assert [ran[m]["history"][-1]["step"] for m in ("oracle", "corda")] == [8, 6]
+    # every saved model records the method that trained it (round 2: the self_train row), not "corda"
+    saved = {m: torch.load(smoke_repo / f"models/{m}.pt", map_location="cpu", weights_only=False)["train_config"]
+             for m in ("source_only", "dacs", "oracle", "corda", "corda_round2")}
+    assert {m: c["method"] for m, c in saved.items()} == {"source_only": "source_only", "dacs": "dacs",
+                                                          "oracle": "oracle", "corda": "corda",
+                                                          "corda_round2": "self_train"}
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
     assert {"data", "depth_pretrain", "depth_maps", "train_corda", "pseudo_labels", "self_train",
             "evaluate"} <= set(lock["stages"])

@@ -152,10 +152,11 @@ class TrainConfig:
     grad_clip: float | None = field(None, gt=0)
 
     def for_method(self, method: Method) -> TrainConfig:
-        """This config as ``method`` (a row) trains it: the oracle runs ``oracle_iterations`` steps when set."""
-        if self.oracle_iterations is None or not method.target_ground_truth:
-            return self
-        return dataclasses.replace(self, iterations=self.oracle_iterations)
+        """This config as ``method`` (a row) trains it: ``method`` is the row's name (so a saved config records
+        what it trained), and the oracle runs ``oracle_iterations`` steps when set."""
+        own_steps = self.oracle_iterations is not None and method.target_ground_truth
+        return dataclasses.replace(self, method=method.name,
+                                   iterations=self.oracle_iterations if own_steps else self.iterations)
 
     def __post_init__(self) -> None:
         for name in ("batch_source", "batch_target"):

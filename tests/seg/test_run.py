@@ -62,5 +62,13 @@ def test_oracle_iterations_are_the_oracles_step_count_only():
     cfg = TrainConfig(iterations=6, oracle_iterations=9)
     assert cfg.for_method(ORACLE).iterations == 9
     for m in METHODS.values():
-        assert m is ORACLE or cfg.for_method(m) is cfg
+        assert m is ORACLE or cfg.for_method(m).iterations == 6
     assert TrainConfig(iterations=6).for_method(ORACLE).iterations == 6  # null: as long as the others
+
+
+def test_for_method_records_the_method_it_trains():
+    """The saved train_config names the method that trained it (issue 29: it said "corda" for every model)."""
+    from corda.methods import METHODS
+
+    for name, m in METHODS.items():
+        assert TrainConfig().for_method(m).method == name
