@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,12 +47,13 @@ def export(rev: str, dst: Path) -> None:
 
 
 def run_stages(repo: Path, log) -> None:
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    from pipeline_stages import stage_commands  # this folder is on sys.path when a script in it runs
+
     env = {**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1", "CORDA_LOG_LEVEL": "WARNING",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    for name, st in stages.items():
+    for name, cmd, _ in stage_commands(repo):
         t0 = time.perf_counter()
-        res = subprocess.run(st["cmd"], shell=True, cwd=repo / st.get("wdir", "."), env=env,
+        res = subprocess.run(cmd, shell=True, cwd=repo, env=env,
                              capture_output=True, text=True)
         print(f"  {repo.name}: {name} ({time.perf_counter() - t0:.0f} s) rc={res.returncode}", file=log, flush=True)
         if res.returncode:

@@ -184,15 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), flush=True)
         a.out.write_text(json.dumps(rows, indent=1))
         return 0
-    import yaml
+    import shlex
 
-    spec = yaml.safe_load((a.workspace / "dvc.yaml").read_text())["stages"]
+    from pipeline_stages import stage_commands  # this folder is on sys.path when a script in it runs
+
+    spec = {name: (cmd, outs) for name, cmd, outs in stage_commands(a.workspace)}
     rows = []
     for name in a.stages:
-        st = spec[name]
-        outs = [o if isinstance(o, str) else next(iter(o)) for o in st.get("outs", [])]
-        rows.append(run_stage(a.workspace, name, [sys.executable if w == "python" else w
-                                                  for w in st["cmd"].split()], outs))
+        cmd, outs = spec[name]
+        rows.append(run_stage(a.workspace, name, shlex.split(cmd), outs))
         print(json.dumps(rows[-1]), flush=True)
         if rows[-1]["returncode"]:
             break
