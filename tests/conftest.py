@@ -37,3 +37,36 @@ def miniature(tmp_path_factory):
 
     return make_miniature(tmp_path_factory.mktemp("miniature"), gta5=2, gta5_unlabelled=1, synthia=2,
                           cityscapes_train=2, cityscapes_val=1)
+
+
+def copy_repository(dst: Path, params: Path | None = None, extra: dict[str, bytes] | None = None) -> Path:
+    """A fresh git repository at ``dst`` holding this checkout's tracked files (``params`` copied over params.yaml,
+    ``extra`` files added, dvc.lock removed), with a git-ignored ``.venv/bin/python`` that runs this interpreter, as
+    `make install` makes one in a clone: dvc.yaml's commands name .venv/bin/python."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    if params is not None:
+        shutil.copy2(params, dst / "params.yaml")
+    for rel, data in (extra or {}).items():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).write_bytes(data)
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run(git + cmd, cwd=dst, check=True, capture_output=True)
+    (dst / ".venv" / "bin").mkdir(parents=True)
+    (dst / ".venv" / "bin" / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
+    (dst / ".venv" / "bin" / "python").chmod(0o755)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def repo_copy():
+    """:func:`copy_repository`, for module-scoped fixtures that build a pipeline repository."""
+    return copy_repository

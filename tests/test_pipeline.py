@@ -26,23 +26,9 @@ def _run(cmd, cwd, **kw):
 
 
 @pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
+def smoke_repo(tmp_path_factory, repo_copy):
     """A copy of the repository's tracked files with the smoke params, as a fresh git repo."""
-    dst = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    shutil.copy2(ROOT / "params" / "smoke.yaml", dst / "params.yaml")
-    (dst / "dvc.lock").unlink(missing_ok=True)
-    _run(["git", "init", "-q"], dst)
-    _run(["git", "add", "-A"], dst)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"], dst)
-    # The copy's .venv (git-ignored) is this interpreter, as `make install` makes it in a clone.
-    (dst / ".venv" / "bin").mkdir(parents=True)
-    (dst / ".venv" / "bin" / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
-    (dst / ".venv" / "bin" / "python").chmod(0o755)
+    dst = repo_copy(tmp_path_factory.mktemp("pipeline") / "repo", ROOT / "params" / "smoke.yaml")
     _run(DVC + ["repro"], dst, timeout=1200)
     return dst
 

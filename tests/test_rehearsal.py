@@ -12,6 +12,7 @@ params and inputs a preset shares with the one before (data, rcs, depth_pretrain
 presets), as a user switching presets would see.
 """
 
+import io
 import json
 import os
 import shutil
@@ -79,29 +80,16 @@ def _snapshot(repo: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rehearsals(tmp_path_factory, miniature) -> dict:
+def rehearsals(tmp_path_factory, miniature, repo_copy) -> dict:
     import torch
 
     from corda.models.mit import MixTransformer
 
-    repo = tmp_path_factory.mktemp("rehearsal") / "repo"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, repo / f)
-    (repo / "dvc.lock").unlink(missing_ok=True)
     sd = MixTransformer("b0").state_dict()  # the official mit_b0.pth key names (+ the ImageNet head)
     sd.update({"head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)})
-    (repo / "pretrained").mkdir()
-    torch.save(sd, repo / "pretrained" / "mit_b0.pth")
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "rehearsal"], repo)
-    # dvc.yaml's commands run .venv/bin/python: the copy's (git-ignored) .venv is this interpreter
-    (repo / ".venv" / "bin").mkdir(parents=True)
-    (repo / ".venv" / "bin" / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n")
-    (repo / ".venv" / "bin" / "python").chmod(0o755)
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    repo = repo_copy(tmp_path_factory.mktemp("rehearsal") / "repo", extra={"pretrained/mit_b0.pth": buf.getvalue()})
     out = {}
     for preset in PRESETS:
         shutil.copy2(repo / "params" / f"{preset}.yaml", repo / "params.yaml")
