@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test install figures clean-venv
+.PHONY: repro test rehearsal install figures clean-venv
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -35,6 +35,12 @@ test: $(STAMP)
 			|| echo "chromium could not be installed: the browser check will be skipped"; \
 	fi
 	$(PY) -m pytest tests
+
+# The presets' rehearsal on the miniature real-size datasets (README "Miniature real datasets") for the presets
+# that `make test` leaves out (CI runs it after `make test`); REHEARSAL=all runs all four.
+REHEARSAL ?= gta2cityscapes_daformer,synthia2cityscapes
+rehearsal: $(STAMP)
+	CORDA_REHEARSAL=$(REHEARSAL) $(PY) -m pytest tests/test_rehearsal.py
 
 # The README's figures (docs/predict_example.png, docs/plots_page.png) from the run in the workspace (after
 # `make repro` or `dvc pull`), and docs/figures.json, which tests/test_figures.py compares with dvc.lock and the code.
