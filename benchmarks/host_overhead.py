@@ -19,7 +19,7 @@ comparing, in the same run, the per-tensor EMA loop the project used before (the
     python benchmarks/host_overhead.py --backbone resnet18 # quicker
 
 Counts, not times, are the result on a CPU: CPU time at any crop is dominated by arithmetic and memory
-traffic, while the counts are what a GPU pays launch overhead for. Needs only torch and torchvision.
+traffic, while the counts are what a GPU pays launch overhead for. Needs only torch.
 """
 
 from __future__ import annotations

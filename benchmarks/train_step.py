@@ -21,7 +21,7 @@ README and issues lhoyer/DAFormer#42, lhoyer/HRDA#14).
     python benchmarks/train_step.py --architecture daformer --mit b0 --crop 64 --batch 1 --steps 2   # CPU smoke
     python benchmarks/train_step.py --backbone resnet18 --crop 128 --batch 2 --steps 3   # CPU smoke check
 
-Needs only torch and torchvision (plus this repository's `corda` package).
+Needs only torch (plus this repository's `corda` package).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """DeepLab-v2 dilated ResNet backbone (method.md §1.1) and pretrained-weight loading (§1.6).
 
-The network is torchvision's ResNet (``weights=None``) re-wired to DeepLab-v2's Caffe layout:
+The network is our torchvision-equivalent ResNet (:mod:`corda.models.resnet`, same names and random init as
+``torchvision.models.resnetXX(weights=None)``) re-wired to DeepLab-v2's Caffe layout:
 
 * the stem max-pool uses ``ceil_mode=True`` (a 512×512 crop gives a 65×65 map, 512×1024 gives 65×129);
 * in bottleneck blocks the stride sits on the first 1×1 conv, not on the 3×3 (Caffe ResNet, not v1.5);
@@ -23,28 +24,20 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
-import torchvision
 from torch import nn
 
 from corda.errors import CordaError
+from corda.models.resnet import RESNET_SPECS, Bottleneck, ResNet, resnet
 from corda.models.weights import nested_state_dict, read_torch_file, require_tensor_dict, strip_prefixes
 
 log = logging.getLogger(__name__)
 
 Arch = Literal["resnet18", "resnet50", "resnet101"]
 
-# torchvision constructors of every ResNet this package builds (one table for the segmentation backbone
-# and the depth/pose encoders); each caller accepts its own subset, see :func:`build_resnet`.
-_RESNET_BUILDERS = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet34": torchvision.models.resnet34,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-}
 
-
-def build_resnet(arch: str, choices: tuple[str, ...], what: str = "backbone") -> torchvision.models.ResNet:
-    """A randomly initialised torchvision ResNet (``weights=None``: nothing is downloaded).
+def build_resnet(arch: str, choices: tuple[str, ...], what: str = "backbone") -> ResNet:
+    """A randomly initialised ResNet, bit-equal to torchvision's ``weights=None`` one for the same seed
+    (:mod:`corda.models.resnet`; one constructor for the segmentation backbone and the depth/pose encoders).
 
     Args:
         arch: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
@@ -54,9 +47,9 @@ def build_resnet(arch: str, choices: tuple[str, ...], what: str = "backbone") ->
     Raises:
         CordaError: ``arch`` is not in ``choices``.
     """
-    if arch not in choices:
+    if arch not in choices or arch not in RESNET_SPECS:
         raise CordaError(f"unknown {what} {arch!r}; choose one of {sorted(choices)}")
-    return _RESNET_BUILDERS[arch](weights=None)
+    return resnet(arch)
 
 
 # DeepLab-v2 stage dilations (method.md §1.1): output stride 8. Output stride 16 (layer3 keeps its
@@ -80,7 +73,7 @@ def _dilate_stage(stage: nn.Sequential, dilation: int) -> None:
 def _stride_on_first_1x1(stage: nn.Sequential) -> None:
     """Move a bottleneck stage's stride from the 3×3 conv (torchvision) to the first 1×1 conv (Caffe)."""
     first = stage[0]
-    if isinstance(first, torchvision.models.resnet.Bottleneck) and first.conv2.stride != (1, 1):
+    if isinstance(first, Bottleneck) and first.conv2.stride != (1, 1):
         first.conv1.stride = first.conv2.stride
         first.conv2.stride = (1, 1)
 

@@ -1,8 +1,8 @@
 """Monodepth2-style depth network (Godard et al., ICCV 2019; method.md, "Monodepth2 essentials"): a ResNet
 encoder and a U-Net decoder that predicts a sigmoid disparity at 4 scales.
 
-The encoder is torchvision's ResNet built with ``weights=None`` (no download); a local torchvision state dict
-can be loaded into it (:func:`load_resnet_weights`). :class:`ResNetEncoder` is shared with the pose network,
+The encoder is a ResNet equal to torchvision's ``weights=None`` one (:mod:`corda.models.resnet`; no download);
+a local torchvision state dict can be loaded into it (:func:`load_resnet_weights`). :class:`ResNetEncoder` is shared with the pose network,
 which feeds it two frames stacked on the channel axis.
 """
 
@@ -75,7 +75,7 @@ def load_resnet_weights(resnet: nn.Module, path: str | Path, in_frames: int = 1)
 
 
 class ResNetEncoder(nn.Module):
-    """torchvision ResNet (``weights=None``) returning its 5 feature maps.
+    """ResNet (:func:`corda.models.backbone.build_resnet`, random init) returning its 5 feature maps.
 
     Args:
         backbone: ``resnet18``, ``resnet34`` or ``resnet50``.

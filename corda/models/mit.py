@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from corda.errors import CordaError
 from corda.models.weights import is_tensor_dict, nested_state_dict, read_torch_file, strip_prefixes
@@ -157,6 +156,34 @@ class MixFFN(nn.Module):
         return self.fc2(self.act(self.dwconv(self.fc1(x), h, w)))
 
 
+class DropPath(nn.Module):
+    """Stochastic depth per sample (Huang et al. 2016): in ``train()`` each sample's residual branch is zeroed
+    with probability ``p`` and the kept ones scaled by 1/(1-p); identity in ``eval()`` or for p = 0.
+
+    Same random draws as torchvision's ``StochasticDepth(p, "row")`` (one Bernoulli per sample from an
+    ``empty().bernoulli_()`` of shape (B, 1, …)), so seeded runs did not change when it replaced it.
+    Forward: (B, …) → (B, …).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise CordaError(f"drop-path probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class MiTBlock(nn.Module):
     """Pre-norm transformer block with stochastic depth on both residual branches."""
 
@@ -167,7 +194,7 @@ class MiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=_BLOCK_EPS)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
         # "row" mode drops the whole residual branch per sample, as DropPath does; identity in eval().
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), h, w))
