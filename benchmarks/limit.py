@@ -14,7 +14,7 @@ One run, one table of ratios, three parts:
 3. **Where the rest goes**: torch.profiler over ``--profile-steps`` corda steps, each op's self CPU time grouped
    into compute-bound (convolution, matmul) and memory-bound work (BatchNorm, upsampling, ClassMix mixing, the
    colour jitter and blur, the losses, optimizer and EMA foreach kernels, copies, other elementwise ops) and the
-   rest (autograd engine, dispatch, Python), as % of the step's self CPU time, plus the number of aten ops
+   rest (allocation, views, autograd engine, Python), as % of the step's self CPU time, plus the number of aten ops
    dispatched per step and the step's wall time per op (framework overhead per op).
 
 FLOP convention: torch's counter (2 FLOPs per multiply-add; convolutions and matmuls only, so the achieved rate
@@ -54,9 +54,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 COMPUTE = "matmul/conv"
 MEMORY = ("batch_norm", "upsample", "mixing", "colour jitter/blur", "losses", "optimizer+EMA", "copies",
           "other elementwise")
-REST = "rest (autograd engine, dispatch, Python)"
+REST = "rest (allocation, views, autograd engine, Python)"
 _OP_RULES = (  # (group, regex on the aten op's name), first match wins
-    (COMPUTE, r"conv|(^|_)mm$|addmm|bmm|matmul|linear|baddbmm"),
+    (COMPUTE, r"conv|(^|_)mm$|addmm|bmm$|matmul|^linear$|^_?mkldnn_linear"),
     ("batch_norm", r"batch_norm|_native_batch_norm"),
     ("upsample", r"upsample|interpolate|grid_sampler"),
     ("losses", r"nll_loss|log_softmax|_softmax|cross_entropy|smooth_l1"),
@@ -267,13 +267,12 @@ def op_group(name: str) -> str | None:
 
 
 def group_of(event) -> str:
-    """An event's group: compute ops by name; then the innermost labelled range around it; then by name."""
+    """An event's group: compute ops by name; then the innermost labelled range around it (the optimizer's
+    Python-level events included); then aten ops by name; else the rest."""
     name = event.name
     if name.startswith(_LABEL_PREFIX):
         return name.removeprefix(_LABEL_PREFIX)
-    if not name.startswith("aten::"):
-        return REST
-    by_name = op_group(name)
+    by_name = op_group(name) if name.startswith("aten::") else None
     if by_name == COMPUTE:
         return COMPUTE
     parent = event.cpu_parent

@@ -35,9 +35,26 @@ def test_quick_limit_table(tmp_path, capsys):
     share = res["profile"]["percent_self_cpu"]
     assert abs(sum(share.values()) - 100) < 1e-6
     assert share[limit.COMPUTE] > 0 and share["batch_norm"] > 0 and share["optimizer+EMA"] > 0
+    # ...and the labelled library functions (ClassMix, jitter, losses) got their own ops' time.
+    assert share["mixing"] > 0 and share["colour jitter/blur"] > 0 and share["losses"] > 0
     assert res["profile"]["ops_per_step"] > 100
     # The table: a markdown table, one row per method step, each with a numeric ratio.
     rows = [line for line in res["table"].splitlines() if line.startswith("| step |")]
     assert len(rows) == len(limit.METHODS) + 1  # + the corda step on one thread
     assert all(re.fullmatch(r"\d+\.\d+", r.split("|")[5].strip()) for r in rows), rows
     assert any(line.startswith("| corda profile | matmul/conv") for line in res["table"].splitlines())
+
+
+def test_op_groups():
+    """The name rules put each kind of op in its group (upsample_bilinear2d is no matmul despite 'linear')."""
+    from benchmarks.limit import COMPUTE, op_group
+
+    for name in ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                 "aten::addmm", "aten::mm", "aten::bmm", "aten::linear"):
+        assert op_group(name) == COMPUTE, name
+    assert op_group("aten::upsample_bilinear2d") == op_group("aten::upsample_bilinear2d_backward") == "upsample"
+    assert op_group("aten::native_batch_norm_backward") == "batch_norm"
+    assert op_group("aten::_foreach_mul_") == op_group("aten::_fused_adamw_") == "optimizer+EMA"
+    assert op_group("aten::nll_loss2d_forward") == "losses"
+    assert op_group("aten::copy_") == "copies"
+    assert op_group("aten::empty") is None
