@@ -345,11 +345,14 @@ def measure(args) -> dict:
                       "batch": [tcfg.batch_source, tcfg.batch_target], "precision": tcfg.precision,
                       "channels_last": tcfg.channels_last, "optimizer": tcfg.optimizer},
            "peak": peaks(shapes, args.matmul, args.threads, tcfg.channels_last, args.repeats), "methods": {}}
+    print("peaks: " + ", ".join(f"{k} {res['peak'][k]['peak']:.0f} GFLOP/s" for k in DTYPES), file=sys.stderr,
+          flush=True)
     for method in args.methods:
         step = corda_step if method == "corda" else Step(method, mcfg, tcfg)
         flops = step_flops(step)
         ms = step_ms(step, args.steps, args.warmup)
         res["methods"][method] = {"gflop": flops / 1e9, "ms": ms, "gflops": flops / 1e6 / ms}
+        print(f"{method}: {flops / 1e9:.1f} GFLOP, {ms:.0f} ms per step", file=sys.stderr, flush=True)
     if "corda" in res["methods"]:
         torch.set_num_threads(1)
         ms1 = step_ms(corda_step, args.steps, args.warmup)
