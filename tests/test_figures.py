@@ -49,7 +49,8 @@ def tree(tmp_path):
     (lambda r: (r / "docs/plots_page.png").write_bytes(b"x"), {"docs/plots_page.png"}),
     # a chart function that the predict figure does not use, and a stage command: nothing is stale
     (lambda r: _edit(r / "corda/report.py", "def plot_curves(", "def plot_curves_(", ), set()),
-    (lambda r: _edit(r / "dvc.yaml", "cmd: python -m stages.data", "cmd: python -m stages.data "), set()),
+    (lambda r: _edit(r / "dvc.yaml", "cmd: .venv/bin/python -m stages.data", "cmd: .venv/bin/python -m stages.data "),
+     set()),
 ])
 def test_drift_names_the_figures_whose_inputs_changed(tree, change, stale):
     change(tree)
