@@ -27,5 +27,5 @@ def stage_commands(repo: Path) -> list[tuple[str, str, list[str]]]:
             cmd = st.cmd if isinstance(st.cmd, str) else " && ".join(st.cmd)
             if cmd.startswith(VENV_PYTHON + " "):
                 cmd = shlex.quote(sys.executable) + cmd[len(VENV_PYTHON):]
-            rows.append((st.addressing, cmd, [str(o.def_path) for o in st.outs]))
+            rows.append((st.name, cmd, [str(o.def_path) for o in st.outs]))
     return rows
