@@ -198,7 +198,10 @@ def test_make_targets_and_copied_files_exist():
     for cmd in commands():
         argv = _argv(cmd)
         if argv[0] == "make":
-            assert set(argv[1:]) <= targets, f"{cmd}: Makefile targets are {sorted(targets)}"
+            # `make rehearsal REHEARSAL=all`: targets, and variables the Makefile reads
+            assert {a for a in argv[1:] if "=" not in a} <= targets, f"{cmd}: Makefile targets are {sorted(targets)}"
+            for var in (a.split("=")[0] for a in argv[1:] if "=" in a):
+                assert f"$({var})" in makefile, f"{cmd}: the Makefile does not read {var}"
         if argv[0] == "cp":
             assert (ROOT / argv[1]).is_file(), cmd
         if argv[0] == "python" and argv[1].endswith(".py"):
