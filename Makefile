@@ -34,11 +34,11 @@ test: $(STAMP)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
 			|| echo "chromium could not be installed: the browser check will be skipped"; \
 	fi
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 
 # The presets' rehearsal on the miniature real-size datasets (README "Miniature real datasets") for the presets
 # that `make test` leaves out (CI runs it after `make test`); REHEARSAL=all runs all four.
-REHEARSAL ?= gta2cityscapes_daformer,synthia2cityscapes
+REHEARSAL ?= gta2cityscapes_daformer,synthia2cityscapes,synthia2cityscapes_daformer
 rehearsal: $(STAMP)
 	CORDA_REHEARSAL=$(REHEARSAL) $(PY) -m pytest tests/test_rehearsal.py
 

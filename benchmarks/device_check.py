@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PRESETS = ("gta2cityscapes", "gta2cityscapes_daformer", "synthia2cityscapes", "synthia2cityscapes_daformer")
-METHOD = "corda"  # the presets' headline method (every stage of the preset's train@corda)
+from corda.methods import CORDA as METHOD  # noqa: E402  the presets' headline method (stage train_corda)
 
 # Published anchors (per iteration: batch 2 source + 2 target at 512×512).
 ANCHORS = (
@@ -171,7 +171,6 @@ def build_step(mcfg, tcfg, device, dist=None, return_student: bool = False):
     from corda import uda
     from corda.distributed import SINGLE, shard, unwrap, wrap
     from corda.engine import step_generator
-    from corda.methods import get_method
     from corda.precision import autocast, compile_networks, configure_backends, to_layout
     from corda.seg.run import build_optimizer, make_student_teacher, seg_config
     from corda.seg.step import train_step
@@ -190,7 +189,7 @@ def build_step(mcfg, tcfg, device, dist=None, return_student: bool = False):
                                      mcfg.num_classes)
     compile_networks(tcfg.compile, student, teacher)
     optimizer = build_optimizer(student, tcfg)
-    net = wrap(student, dist, device, find_unused=get_method(METHOD).unused_parameters)
+    net = wrap(student, dist, device, find_unused=METHOD.unused_parameters)
     scfg = seg_config(tcfg, METHOD)
     gen = torch.Generator().manual_seed(dist.rank)
     src, tgt = synthetic_batches(tcfg, torch.device("cpu"), mcfg.num_classes, gen)
