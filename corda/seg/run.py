@@ -154,14 +154,13 @@ def run_training(*, method: Method, mcfg: ModelConfig, tcfg: TrainConfig, source
     Returns:
         the student (unwrapped), the teacher and the trainer (its history averaged over the ranks).
     """
-    tcfg = tcfg.for_method(method)  # the oracle's own step count (train.oracle_iterations)
+    tcfg = tcfg.for_method(method)  # the step reads method; the oracle's own step count (train.oracle_iterations)
     if dist.world_size != tcfg.devices:
         log.warning("train.devices=%d but running as %d processes", tcfg.devices, dist.world_size)
     # The global batches must split evenly over the ranks (also checked by TrainConfig for train.devices).
     local_batch(tcfg.batch_source, dist, "train.batch_source")
     local_batch(tcfg.batch_target, dist, "train.batch_target")
     configure_backends(tcfg.precision, device)
-    scfg = seg_config(tcfg, method)
     student, teacher = make_student_teacher(mcfg, method, device, channels_last=tcfg.channels_last)
     if init_state is not None:
         student.load_state_dict(init_state)
@@ -208,7 +207,7 @@ def run_training(*, method: Method, mcfg: ModelConfig, tcfg: TrainConfig, source
         # Rank r draws ClassMix/augmentation from stream r; rank 0 (and a single process) from stream 0.
         gen = step_generator(tcfg.seed, step, stream=dist.rank)
         with autocast(tcfg.precision, device):
-            return train_step(net, teacher, src, tgt, scfg, step, gen, fd=fd)
+            return train_step(net, teacher, src, tgt, tcfg, step, gen, fd=fd)
 
     # The EMA update reads the plain student: identical on every rank after DDP's gradient averaging and the step.
     ema = (lambda s: uda.ema_update(teacher, unwrap(net), s, tcfg.ema_alpha)) if teacher is not None else None
