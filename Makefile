@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: repro test rehearsal install figures clean-venv
+.PHONY: repro test test-extended rehearsal install figures clean-venv
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -34,7 +34,16 @@ test: $(STAMP)
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
 			|| echo "chromium could not be installed: the browser check will be skipped"; \
 	fi
-	$(PY) -m pytest tests --durations=15
+	$(PY) -m pytest tests -m "not extended" $(XDIST) --durations=15
+
+# pytest-xdist: one worker per core; a test file stays on one worker, so its module fixtures (the smoke pipeline,
+# the rehearsal) are built once.
+XDIST := -n auto --dist loadfile
+
+# What `make test` leaves out to stay within its 15 minutes, run by CI after it: the tests marked `extended`
+# (the compiled step, the DAFormer smoke pipeline, more kill -9 resumes) and the other presets' rehearsal.
+test-extended: rehearsal
+	$(PY) -m pytest tests -m extended $(XDIST) --durations=15
 
 # The presets' rehearsal on the miniature real-size datasets (README "Miniature real datasets") for the presets
 # that `make test` leaves out (CI runs it after `make test`); REHEARSAL=all runs all four.

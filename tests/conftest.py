@@ -9,11 +9,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+# `make test` runs the suite in one pytest-xdist worker per core (PYTEST_XDIST_WORKER is set in each): one torch
+# thread per worker then, so the workers do not fight over the cores; two threads in a single process.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 

@@ -190,6 +190,7 @@ def test_remote_push_then_a_second_clone_pulls_without_retraining(smoke_repo, tm
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # `make test-extended`: the DAFormer presets' rehearsal also runs there
 def test_daformer_small_mit_runs_the_whole_pipeline(smoke_repo, tmp_path):
     """`dvc exp run -S model.architecture=daformer -S model.mit=b0 ...` re-runs every training stage and what
     follows on the MiT network with DAFormer's recipe switched on (AdamW, warm-up, rare-class sampling from the

@@ -281,6 +281,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert (_flat(r0["nan_student"]) - _flat(r0["so_student"])).norm() > 0
 
 
+@pytest.mark.extended  # about 90 s of inductor compilation: `make test-extended`
 def test_compiled_training_follows_the_eager_run(tmp_path):
     """train.compile: default runs the student and teacher through torch.compile (inductor on the CPU) and
     trains as eager does; only the fused kernels' float order differs. Checkpoint keys stay the plain module's."""
