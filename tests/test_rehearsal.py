@@ -12,7 +12,6 @@ params and inputs a preset shares with the one before (data, rcs, depth_pretrain
 presets), as a user switching presets would see.
 """
 
-import io
 import json
 import os
 import shutil
@@ -24,9 +23,10 @@ import h5py
 import pytest
 import yaml
 
+from benchmarks.rehearse import PRESETS as ALL_PRESETS, STAGE_ORDER, random_mit_file, rehearsal_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-ALL_PRESETS = ("gta2cityscapes", "gta2cityscapes_daformer", "synthia2cityscapes", "synthia2cityscapes_daformer")
 # `make test` rehearses one preset (its 15-minute budget on 2 cores holds one: benchmarks/RESULTS.md, session 12);
 # `make rehearsal` (run by CI after `make test`) the other three, or those CORDA_REHEARSAL names (comma-separated,
 # or "all").
@@ -35,30 +35,8 @@ _chosen = os.environ.get("CORDA_REHEARSAL", ",".join(IN_MAKE_TEST))
 PRESETS = ALL_PRESETS if _chosen == "all" else tuple(p for p in _chosen.split(",") if p)
 if set(PRESETS) - set(ALL_PRESETS):
     raise pytest.UsageError(f"CORDA_REHEARSAL={_chosen}: unknown preset; choose from {', '.join(ALL_PRESETS)} or all")
-STAGES = {"data", "rcs", "depth_pretrain", "depth_maps", "train@source_only", "train@dacs", "train_corda",
-          "train_oracle", "pseudo_labels", "self_train", "evaluate"}
+STAGES = set(STAGE_ORDER)
 MODELS = {"source_only", "dacs", "corda", "corda_round2", "oracle"}
-
-
-def rehearsal_overrides(preset: str, roots) -> list[str]:
-    """The `-S` overrides of one preset's rehearsal on the miniature datasets ``roots`` (MiniatureRoots)."""
-    source = roots.gta5 if preset.startswith("gta") else roots.synthia
-    sets = [f"data.source.root={source}", f"data.target.root={roots.cityscapes}",
-            f"depth.target_files_root={roots.cityscapes_depth}",
-            # iteration counts
-            "depth.iterations=1", "train.iterations=1", "self_train.iterations=1",
-            # time on 2 cores: one image per batch, smaller training crops (the evaluation stays full size)
-            "depth.batch_size=1", "train.batch_source=1", "train.batch_target=1", "train.crop_hw=[256,256]",
-            "pseudo_labels.batch_size=2", "evaluate.batch_size=1",
-            # change no result (params.yaml `run`)
-            "run.train.workers=0", "run.depth.workers=0", "run.train.eval_items=1"]
-    if preset.endswith("daformer"):
-        sets += ["model.mit=b0", "model.decoder_channels=32", "model.pretrained=pretrained/mit_b0.pth",
-                 "train.warmup_iters=1"]
-    else:
-        sets += ["model.backbone=resnet18", "model.output_stride=16", "model.pretrained=null",
-                 "model.task_channels=16", "model.bottleneck=8"]
-    return sets
 
 
 def _run(cmd, cwd, **kw):
@@ -89,15 +67,9 @@ def _snapshot(repo: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def rehearsals(tmp_path_factory, miniature, repo_copy) -> dict:
-    import torch
-
-    from corda.models.mit import MixTransformer
-
-    sd = MixTransformer("b0").state_dict()  # the official mit_b0.pth key names (+ the ImageNet head)
-    sd.update({"head.weight": torch.zeros(1000, 256), "head.bias": torch.zeros(1000)})
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    repo = repo_copy(tmp_path_factory.mktemp("rehearsal") / "repo", extra={"pretrained/mit_b0.pth": buf.getvalue()})
+    # a random MiT-B0 in the official mit_b0.pth key format: the feature distance needs an "ImageNet" encoder
+    repo = repo_copy(tmp_path_factory.mktemp("rehearsal") / "repo",
+                     extra={"pretrained/mit_b0.pth": random_mit_file("b0")})
     out = {}
     for preset in PRESETS:
         shutil.copy2(repo / "params" / f"{preset}.yaml", repo / "params.yaml")
@@ -129,3 +101,28 @@ def test_preset_runs_every_stage_on_true_size_data(rehearsals, preset):
     # every model scored on the paper's class set (19 / 16 classes)
     assert set(r["eval"]) == MODELS
     assert all(len(v["per_class"]) == (19 if gta else 16) for v in r["eval"].values())
+
+
+@pytest.mark.parametrize("preset", ALL_PRESETS)
+def test_own_network_rehearsal_changes_only_iterations_run_keys_and_the_named_batch(preset, tmp_path):
+    """benchmarks/rehearse.py --network own keeps the preset's network, crop and evaluation; random weights come
+    only from its explicit switch (model.pretrained=null, or a random MiT file where the preset names one)."""
+    from types import SimpleNamespace
+
+    from benchmarks.rehearse import _set
+
+    preset_params = yaml.safe_load((ROOT / "params" / f"{preset}.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params" / f"{preset}.yaml").read_text())
+    roots = SimpleNamespace(gta5="/g", synthia="/s", cityscapes="/c", cityscapes_depth="/d")
+    for s in rehearsal_overrides(preset, roots, "own", batch=1):
+        _set(params, s)
+    model = dict(preset_params["model"])
+    if not preset.endswith("daformer"):
+        model["pretrained"] = None
+    assert params["model"] == model
+    ev = {k: v for k, v in params["evaluate"].items() if k != "batch_size"}
+    assert ev == {k: v for k, v in preset_params["evaluate"].items() if k != "batch_size"}
+    assert params["train"]["crop_hw"] == preset_params["train"]["crop_hw"]
+    assert (params["train"]["batch_source"], params["train"]["iterations"]) == (1, 1)
+    changed = {k for k in params["train"] if params["train"][k] != preset_params["train"][k]}
+    assert changed <= {"iterations", "batch_source", "batch_target", "warmup_iters"}, changed
