@@ -45,7 +45,9 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
     from corda.device import resolve_device
-    from corda.inference import confusion_over, iterate_batches, segment
+    import torch
+
+    from corda.inference import confusion_over, iterate_batches, labels_at
     from corda.io import read_json, staged_outputs, write_json, write_text
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
@@ -139,8 +141,9 @@ def main(
                 model.eval()
                 for i in range(len(scored)):
                     item = scored[i]
-                    pred = segment(model, item["image"][None].to(device),
-                                   tuple(item["label"].shape[-2:]))["S"].argmax(1)[0].cpu().numpy()
+                    with torch.no_grad():
+                        logits = model(item["image"][None].to(device))["S"][0]
+                    pred = labels_at(logits, tuple(item["label"].shape[-2:])).cpu().numpy()
                     stem = item["name"]
                     export_label_ids(pred.astype(np.uint8), out_eval / "label_ids" / name / f"{stem}_pred_labelIds.png")
 
