@@ -6,10 +6,11 @@ pseudo-label export.
 
 Memory of scoring (:func:`confusion_over`): the network runs on the whole batch at its input size, then each image's
 labels are made on their own by :func:`labels_at`, one class plane at a time, and counted. Beyond the network's
-batch, about 10 bytes per label pixel of one image are in flight (two float32 planes, a mask, the uint8 labels),
-plus the int64 index temporaries of the confusion count (about 24 bytes per label pixel); the batch's
-(B, C, H, W) float32 logits at label size (76 bytes per pixel per image for 19 classes, 160 MB per 1024×2048
-image) are never made. The counts equal those of ``segment(...)["S"].argmax(1)`` on the whole batch.
+batch forward and the loaded batch, one image is in flight: its labels (two float32 planes, a mask and the uint8
+labels, about 10 bytes per label pixel) and the int64 index temporaries of the count; 54 bytes per label pixel
+measured, 113 MB for a 1024×2048 label, whatever the batch size. The batch's (B, C, H, W) float32 logits at label
+size (76 bytes per pixel per image for 19 classes, 160 MB per 1024×2048 image, plus its argmax) are never made. The
+counts equal those of ``segment(...)["S"].argmax(1)`` on the whole batch.
 """
 
 from __future__ import annotations

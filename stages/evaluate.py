@@ -7,6 +7,12 @@ see :func:`corda.report.headline_metrics`), ``metrics/eval.json`` (details, git-
 BN statistics from target train images, see :mod:`corda.adabn`), ``metrics/results.md`` (the paper-style
 tables the README embeds) and
 ``eval/`` (plot data for ``dvc plots`` and PNG renderings that work offline).
+
+Memory at full-resolution scoring (``score_at: label``, e.g. 512×1024 input scored on 1024×2048 labels): the
+network runs on ``evaluate.batch_size`` images at ``eval_hw``; the logits are then upsampled to the label size and
+counted one image and one class plane at a time (:func:`corda.inference.confusion_over`), about 54 bytes per
+label pixel of one image (113 MB at 1024×2048) whatever the batch size, with the confusion matrices of the whole
+batch's argmax.
 """
 
 from __future__ import annotations
