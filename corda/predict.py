@@ -44,6 +44,7 @@ import torch
 from PIL import Image
 
 from corda.errors import CordaError, DataError
+from corda.inference import labels_at  # noqa: F401  (per-class upsampling; used below and by callers)
 
 log = logging.getLogger(__name__)
 
@@ -192,29 +193,6 @@ def bad_inputs_message(bad: Sequence[tuple[Path, str]], total: int, show: int = 
         return f"skipping {len(bad)} of {total} inputs, unreadable: {shown}{more}"
     return (f"{len(bad)} of {total} inputs are unreadable: {shown}{more}; remove or re-export them, or pass "
             "--skip-bad to predict the others")
-
-
-def labels_at(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) uint8 trainIds: the argmax over classes of ``logits`` (C, h, w) upsampled to ``size`` = (H, W).
-
-    Equal to ``upsample_outputs({"S": logits[None]}, size, float32=True)["S"][0].argmax(0)``, without its
-    (C, H, W) float32 tensor (2.3 GB peak for a 4000x3000 photo with 19 classes): each class's plane is upsampled
-    by the same rule on its own and folded into a running maximum, which keeps the first class on ties, as
-    ``argmax`` does. Peak memory: two float32 planes, a mask and the labels (about 10 bytes per pixel).
-    """
-    from corda.models.outputs import upsample_outputs
-
-    best = labels = None
-    for c in range(logits.shape[0]):
-        plane = upsample_outputs({"S": logits[None, c:c + 1]}, size, float32=True)["S"][0, 0]
-        if best is None:
-            best, labels = plane, torch.zeros(plane.shape, dtype=torch.uint8, device=plane.device)
-            continue
-        better = plane > best
-        labels.masked_fill_(better, c)
-        torch.maximum(best, plane, out=best)
-        del plane, better
-    return labels
 
 
 def _decode(item: ImageItem, image: np.ndarray, out: dict[str, torch.Tensor], j: int) -> Prediction:

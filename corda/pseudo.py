@@ -360,13 +360,33 @@ def pseudo_label_batch(teacher, images, depth_target, rule: str, threshold: floa
     """
     import torch
 
+    with torch.no_grad():
+        return pseudo_label_maps(teacher(images), depth_target, tuple(images.shape[-2:]), rule, threshold, eps,
+                                 invalid)
+
+
+def pseudo_label_maps(out: dict, depth_target, size: tuple[int, int], rule: str, threshold: float,
+                      eps: float = 1e-3, invalid: float = 1.0) -> dict:
+    """:func:`pseudo_label_batch` from the teacher's outputs ``out`` (``S``, ``D``, ``D_src`` at network
+    resolution, (B, ·, h, w)), upsampled to ``size`` = (H, W).
+
+    Every step is per pixel or per image (the softmax over classes, ω of each image on its own), so the maps of
+    image j computed from ``out[k][j:j+1]`` equal row j of the batch's maps. Peak memory per image in the
+    batch: the (C, H, W) float32 logits at ``size`` and their softmax (2 × 4·C bytes per pixel: 152 for 19
+    classes), then the maps (label int64 + 3 float32, 20 bytes per pixel).
+    """
+    import torch
+
     from corda.models.outputs import upsample_outputs
     from corda.uda import depth_discrepancy_weight
 
     with torch.no_grad():
-        out = upsample_outputs(teacher(images), images.shape[-2:], keys=("S", "D", "D_src"))
-        conf, label = torch.softmax(out["S"].float(), 1).max(1)
-        omega, _ = depth_discrepancy_weight(out["D_src"], out["D"], depth_target, per_image=True, eps=eps,
+        # The logits first, dropped before the depth maps are upsampled: the two peaks do not add up.
+        probs = torch.softmax(upsample_outputs(out, size, keys=("S",))["S"].float(), 1)
+        conf, label = probs.max(1)
+        del probs
+        up = upsample_outputs(out, size, keys=("D", "D_src"))
+        omega, _ = depth_discrepancy_weight(up["D_src"], up["D"], depth_target, per_image=True, eps=eps,
                                             invalid=invalid)
         omega = omega[:, 0]
     return {"label": label, "confidence": conf, "omega": omega,
@@ -376,9 +396,17 @@ def pseudo_label_batch(teacher, images, depth_target, rule: str, threshold: floa
 def label_items(teacher, dataset, batch_size: int, device, weight_rule: str, threshold: float,
                 diag: "PseudoLabelDiagnostics", progress=None):
     """Yield ``(name, label uint8, confidence, ω, weight)`` per image of ``dataset`` (fields ``image``, ``depth``,
-    optionally ``label``) in order, labelled by ``teacher`` in batches of ``batch_size``
-    (:func:`pseudo_label_batch`); images with a ground-truth label also update ``diag``."""
+    optionally ``label``) in order, labelled by ``teacher`` in batches of ``batch_size``; images with a
+    ground-truth label also update ``diag``.
+
+    The teacher runs on the whole batch; the full-size maps are then made one image at a time
+    (:func:`pseudo_label_maps` on the image's rows of the outputs, equal to :func:`pseudo_label_batch`'s rows), so
+    beyond the network's batch and the loaded batch (image float32, depth float32, label int64: 24 bytes per
+    pixel and image) one image's maps are in flight: 153 bytes per pixel measured for 19 classes (321 MB at
+    1024×2048), instead of that much for every image of the batch.
+    """
     import numpy as np
+    import torch
 
     from corda.inference import iterate_batches
 
@@ -386,12 +414,36 @@ def label_items(teacher, dataset, batch_size: int, device, weight_rule: str, thr
     if progress is not None:
         batches = progress(batches, (len(dataset) + batch_size - 1) // batch_size, "pseudo-labels")
     for batch in batches:
-        r = pseudo_label_batch(teacher, batch["image"].to(device), batch["depth"].to(device), weight_rule, threshold)
-        for j in range(r["label"].shape[0]):
-            lab, c, o, w = (r[k][j].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
+        images, depth = batch["image"].to(device), batch["depth"].to(device)
+        with torch.no_grad():
+            out = {k: v for k, v in teacher(images).items() if k in ("S", "D", "D_src")}
+        for j in range(images.shape[0]):
+            r = pseudo_label_maps({k: v[j:j + 1] for k, v in out.items()}, depth[j:j + 1],
+                                  tuple(images.shape[-2:]), weight_rule, threshold)
+            lab, c, o, w = (r[k][0].cpu().numpy() for k in ("label", "confidence", "omega", "weight"))
+            del r
             if "label" in batch:
                 diag.update(lab, batch["label"][j].numpy(), c, o, w)
             yield batch["name"][j], lab.astype(np.uint8), c, o, w
+
+
+def at_training_size(items, hw: tuple[int, int] | None):
+    """``items`` of :func:`label_items` with every map resized to ``hw`` = (H, W) by nearest neighbour (PIL's
+    rule, :func:`corda.data.readers.resize_array`), the resize self-training applies to what it reads
+    (:class:`corda.data.datasets.SegDepthDataset`, ``train.target_resize_hw``); ``hw`` None keeps each map.
+
+    Stored at that size the file reads back, after the reader's own nearest resize (the identity at equal size),
+    to the same pseudo-labels and weights as the full-size file: nearest picks stored values, the float16 cast
+    commutes with picking. A 1024×2048 Cityscapes frame read at 512×1024 stores a quarter of the pixels.
+    """
+    if hw is None:
+        yield from items
+        return
+    from corda.data.readers import resize_array
+
+    hw = (int(hw[0]), int(hw[1]))
+    for name, *maps in items:
+        yield (name, *(resize_array(m, hw, "nearest") for m in maps))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ see :func:`corda.report.headline_metrics`), ``metrics/eval.json`` (details, git-
 BN statistics from target train images, see :mod:`corda.adabn`), ``metrics/results.md`` (the paper-style
 tables the README embeds) and
 ``eval/`` (plot data for ``dvc plots`` and PNG renderings that work offline).
+
+Memory at full-resolution scoring (``score_at: label``, e.g. 512×1024 input scored on 1024×2048 labels): the
+network runs on ``evaluate.batch_size`` images at ``eval_hw``; the logits are then upsampled to the label size and
+counted one image and one class plane at a time (:func:`corda.inference.confusion_over`), about 54 bytes per
+label pixel of one image (113 MB at 1024×2048) whatever the batch size, with the confusion matrices of the whole
+batch's argmax.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ def main(
     from corda.data.datasets import SegDepthDataset
     from corda.data.manifest import class_set_name, load_manifest, load_splits
     from corda.device import resolve_device
-    from corda.inference import confusion_over, iterate_batches, segment
+    import torch
+
+    from corda.inference import confusion_over, iterate_batches, labels_at
     from corda.io import read_json, staged_outputs, write_json, write_text
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
@@ -139,8 +147,9 @@ def main(
                 model.eval()
                 for i in range(len(scored)):
                     item = scored[i]
-                    pred = segment(model, item["image"][None].to(device),
-                                   tuple(item["label"].shape[-2:]))["S"].argmax(1)[0].cpu().numpy()
+                    with torch.no_grad():
+                        logits = model(item["image"][None].to(device))["S"][0]
+                    pred = labels_at(logits, tuple(item["label"].shape[-2:])).cpu().numpy()
                     stem = item["name"]
                     export_label_ids(pred.astype(np.uint8), out_eval / "label_ids" / name / f"{stem}_pred_labelIds.png")
 

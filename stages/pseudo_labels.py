@@ -7,6 +7,18 @@ the target train labels (which serve only these diagnostics, never training) tes
 hypothesis that depth discrepancy marks hard pixels: ``metrics/pseudo_labels.json`` and
 ``plots/pseudo_label_accuracy.{json,png}``.
 
+Sizes: the teacher labels each image at its own size (1024×2048 for Cityscapes) and the diagnostics are
+counted there; the file stores the maps at the size self-training reads them, ``train.target_resize_hw``
+(nearest, :func:`corda.pseudo.at_training_size`; each image's own size when it is null, as in the embedded
+default), 7 bytes per stored pixel before compression: 3.7 MB per frame at 512×1024 instead of 14.7 MB at
+1024×2048, and the same pseudo-labels and weights reach self-training.
+
+Memory: the teacher runs on ``pseudo_labels.batch_size`` images, then the full-size maps are made one image at a
+time (:func:`corda.pseudo.label_items`): beyond the network's batch forward and the loaded batch (24 bytes per
+pixel and image), about 153 bytes per pixel of one image (19-class logits upsampled in float32 and their
+softmax), 321 MB at 1024×2048, whatever the batch size. The forward pass itself is the larger part at full size:
+ResNet-18 DeepLab-v2 at a 1024×2048 input needs about 0.4 GB per image of the batch on the CPU.
+
 With ``pseudo_labels.devices = N > 1`` the stage re-runs itself under torchrun (inference only, no DDP):
 rank r labels a contiguous share of the images (whole batches, so every image is computed in the same
 batch as in one process) into ``pseudo/target.h5.part<r>``, the diagnostics' counts are summed over the
@@ -24,7 +36,7 @@ from typing import Annotated
 import typer
 
 from corda.config import to_dict
-from corda.seg.config import PseudoConfig
+from corda.seg.config import PseudoConfig, TrainConfig
 from stages.common import stage_configs, stage_main
 from stages.launch import data_parallel
 
@@ -52,10 +64,10 @@ def main(
     from corda.io import file_hash, staged_outputs, write_json
     from corda.labels import CLASS_NAMES, CLASS_SETS
     from corda.log import progress
-    from corda.pseudo import PseudoLabelDiagnostics, export_sharded, label_items
+    from corda.pseudo import PseudoLabelDiagnostics, at_training_size, export_sharded, label_items
     from corda.seg.model_file import load_model
 
-    (cfg,) = stage_configs(params, manifest, pseudo_labels=PseudoConfig)
+    cfg, tcfg = stage_configs(params, manifest, pseudo_labels=PseudoConfig, train=TrainConfig)
     out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")
     out_curve_json, out_curve_png = Path("plots/pseudo_label_accuracy.json"), Path("plots/pseudo_label_accuracy.png")
     # pseudo_labels.devices > 1: re-runs this command under torchrun; each rank labels a contiguous share of
@@ -79,8 +91,9 @@ def main(
         part_ds = torch.utils.data.Subset(ds, mine) if dist.enabled else ds
 
         def items():
-            return label_items(teacher, part_ds, cfg.batch_size, device, cfg.weight_rule, cfg.threshold, diag,
-                               progress)
+            # Labelled (and diagnosed) at full size, stored at the size self_train reads (train.target_resize_hw).
+            return at_training_size(label_items(teacher, part_ds, cfg.batch_size, device, cfg.weight_rule,
+                                                cfg.threshold, diag, progress), tcfg.target_resize_hw)
 
         # `devices` is left out of the recorded params: the content does not depend on it, so the file of N
         # processes equals the one-process file (and the file written before the key existed).

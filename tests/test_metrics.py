@@ -198,3 +198,61 @@ def test_official_evaluator_errors_become_corda_errors(tmp_path):
     assert (ev.args.predictionPath, ev.args.evalInstLevelScore, ev.args.quiet) == before
     with pytest.raises(CordaError, match="gtFine_labelIds"):
         official_cityscapes_miou(tmp_path / "nowhere", pred_dir)
+
+
+class _Logits(torch.nn.Module):
+    """A random 19-class head at 1/4 of the input size (bilinear upsampling to the labels is the scored path)."""
+
+    num_classes = 19
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 19, 3, stride=4, padding=1)
+
+    def forward(self, x):
+        return {"S": self.conv(x) * 4.0, "D": self.conv(x)[:, :1]}
+
+
+def _interpolations(monkeypatch):
+    """Record the shape of every F.interpolate output (the only full-size tensors inference makes)."""
+    import torch.nn.functional as F
+
+    shapes, real = [], F.interpolate
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(F, "interpolate", spy)
+    return shapes
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_confusion_over_equals_the_batch_argmax_one_plane_at_a_time(monkeypatch, threads):
+    """Scoring at label size counts what ``segment(...)["S"].argmax(1)`` of the whole batch counts, while no
+    tensor larger than one (H, W) plane is upsampled (evaluate's memory bound, corda.inference)."""
+    from corda.inference import confusion_over, segment
+
+    model = _Logits().eval()
+    g = torch.Generator().manual_seed(1)
+    h, w = 61, 83  # labels at an odd size, 4x the network input's
+    batches = []
+    for b in (3, 2):
+        labels = torch.randint(0, 19, (b, h, w), generator=g)
+        labels[:, :5] = 255
+        batches.append({"image": torch.rand(b, 3, 16, 21, generator=g), "label": labels})
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref = ConfusionMatrix(19)
+        for batch in batches:
+            ref.update(segment(model, batch["image"], (h, w))["S"].argmax(1), batch["label"])
+        shapes = _interpolations(monkeypatch)
+        cm = confusion_over(model, batches, 19, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(cm.matrix, ref.matrix) and np.array_equal(cm.missed, ref.missed)
+    assert cm.matrix.sum() == 5 * (h - 5) * w
+    assert shapes and max(math.prod(s) for s in shapes) == h * w, set(shapes)

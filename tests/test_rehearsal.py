@@ -62,7 +62,12 @@ def _snapshot(repo: Path) -> dict:
             "source_h5": src_depth, "target_h5": tgt_depth,
             "corda": {"train_config": ck["train_config"], "keys": list(ck["student"])[:50],
                       "steps": ck["history"][-1]["step"]},
-            "pseudo": (repo / "pseudo/target.h5").stat().st_size}
+            "pseudo": (repo / "pseudo/target.h5").stat().st_size, "pseudo_shape": _pseudo_shape(repo)}
+
+
+def _pseudo_shape(repo: Path) -> tuple:
+    with h5py.File(repo / "pseudo/target.h5", "r") as f:
+        return f["label"].shape
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +103,8 @@ def test_preset_runs_every_stage_on_true_size_data(rehearsals, preset):
     # the presets' faithful source depth resize reached training
     assert r["corda"]["train_config"]["source_depth_resample"] == ("bilinear" if gta else "nearest_cv2")
     assert r["corda"]["steps"] == 1 and r["pseudo"] > 0
+    # pseudo-labels stored at the size self_train reads them (train.target_resize_hw), not at 1024x2048
+    assert r["pseudo_shape"] == (2, 512, 1024), r["pseudo_shape"]
     # every model scored on the paper's class set (19 / 16 classes)
     assert set(r["eval"]) == MODELS
     assert all(len(v["per_class"]) == (19 if gta else 16) for v in r["eval"].values())

@@ -69,6 +69,9 @@ dataset           dtype    shape      meaning
 ``names``         str      (N,)       image names
 ================  =======  =========  ===================================================================
 
+(H, W) is the size self-training reads the maps at (``train.target_resize_hw``, nearest from the teacher's
+full-size maps; the images' own size when that is null): 7 bytes per pixel raw, 3.7 MB per frame at 512×1024.
+
 Attributes: ``kind="pseudo_labels"``, ``class_names`` (list of str), ``threshold`` (float, the
 confidence threshold 0.968 of §3.3), ``checkpoint_hash`` (hash of the model that produced them),
 ``params`` (dict, stored as JSON: the stage's parameters), ``weight_rule`` (text, e.g.
