@@ -18,7 +18,7 @@ PARAM_FILES = [ROOT / "params.yaml", *sorted((ROOT / "params").glob("*.yaml"))]
 def _sections():
     from corda.depth.config import DepthConfig
     from corda.seg.config import ModelConfig, TrainConfig
-    from stages.data import DataConfig
+    from corda.data.config import DataConfig
     from corda.seg.config import EvalConfig
     from corda.seg.config import PseudoConfig
     from corda.seg.config import SelfTrainConfig

@@ -170,14 +170,36 @@ def check_item(files: Mapping[str, Path]) -> list[tuple[Path, str]]:
     return problems
 
 
-def check_index_files(root: str | os.PathLike, paths: Mapping[str, Sequence[str]]) -> list[tuple[Path, str]]:
-    """Check every file of a split (``paths``: the :class:`DatasetIndex` field → relative paths)."""
+def index_items(root: str | os.PathLike, paths: Mapping[str, Sequence[str]]) -> list[dict[str, Path]]:
+    """A split's items as :func:`check_item` takes them (``paths``: the :class:`DatasetIndex` field → relative
+    paths): ``[{file field: root / relative path}]``, one per item."""
     root = Path(root)
     n = len(next(iter(paths.values()), []))
-    problems: list[tuple[Path, str]] = []
-    for i in range(n):
-        problems += check_item({f: root / rels[i] for f, rels in paths.items()})
-    return problems
+    return [{f: root / rels[i] for f, rels in paths.items()} for i in range(n)]
+
+
+def check_items(items: Sequence[Mapping[str, Path]], workers: int = 1) -> list[tuple[Path, str]]:
+    """:func:`check_item` over every item, in ``workers`` processes; the problems come in item order, so the
+    result (and the one-line message made from it) is the same for every worker count.
+
+    At real size the check opens about 30,000 files (GTA5 or SYNTHIA, and Cityscapes with its views), each a
+    few seeks and small reads: on a cold disk or a network file system most of the time is waiting, which
+    several processes overlap. Chunks of items keep the inter-process traffic small.
+    """
+    if workers <= 1 or len(items) < 2:
+        return [p for item in items for p in check_item(item)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(workers, len(items))
+    chunk = max(1, min(64, len(items) // (4 * workers)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return [p for found in pool.map(check_item, items, chunksize=chunk) for p in found]
+
+
+def check_index_files(root: str | os.PathLike, paths: Mapping[str, Sequence[str]],
+                      workers: int = 1) -> list[tuple[Path, str]]:
+    """Check every file of a split (``paths``: the :class:`DatasetIndex` field → relative paths)."""
+    return check_items(index_items(root, paths), workers)
 
 
 def bad_files_message(problems: Sequence[tuple[Path, str]], checked: int, show: int = 3) -> str:
