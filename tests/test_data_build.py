@@ -29,9 +29,12 @@ def _cfg(d: Path, workers: int) -> DataConfig:
 
 
 def _pool_sizes(monkeypatch) -> list[int]:
-    """Record the size of every process pool the check starts."""
+    """Record the size of every process pool the check starts (on these few items too)."""
     import concurrent.futures
 
+    from corda.data import check
+
+    monkeypatch.setattr(check, "MIN_ITEMS_PER_PROCESS", 1)
     sizes: list[int] = []
     real = concurrent.futures.ProcessPoolExecutor
 
@@ -52,9 +55,10 @@ def test_manifest_is_byte_identical_for_any_worker_count(datasets, monkeypatch):
     assert len(json.loads(got[1])["splits"]["target_train"]["names"]) == 6
 
 
-def test_bad_files_are_reported_alike_for_any_worker_count(tmp_path, datasets):
+def test_bad_files_are_reported_alike_for_any_worker_count(tmp_path, datasets, monkeypatch):
     import shutil
 
+    sizes = _pool_sizes(monkeypatch)
     d = tmp_path / "d"
     shutil.copytree(datasets, d)
     # Bad files in every split, listed in item order: source first, then target train, then target val.
@@ -67,5 +71,14 @@ def test_bad_files_are_reported_alike_for_any_worker_count(tmp_path, datasets):
         with pytest.raises(DataError) as exc:
             build_manifest(_cfg(d, w))
         messages.append(str(exc.value))
-    assert messages[0] == messages[1] == messages[2]
+    assert messages[0] == messages[1] == messages[2] and sizes == [2, 4]
     assert messages[0].startswith("3 of ") and messages[0].index(bad[0].name) < messages[0].index(bad[1].name)
+
+
+def test_small_sets_are_checked_without_a_pool():
+    """A pool costs more than it saves on a few hundred items (the embedded smoke profile, the miniature data)."""
+    from corda.data.check import MIN_ITEMS_PER_PROCESS, check_processes
+
+    assert check_processes(10, 8) == 1 and check_processes(2 * MIN_ITEMS_PER_PROCESS - 1, 8) == 1
+    assert check_processes(2 * MIN_ITEMS_PER_PROCESS, 8) == 2 and check_processes(25_000, 4) == 4
+    assert check_processes(25_000, 1) == 1

@@ -2,7 +2,7 @@
 
 :func:`build_manifest` scans the three splits (source train, target train, target val) of the datasets a
 :class:`~corda.data.config.DataConfig` names, checks every file's header (:mod:`corda.data.check`, in
-``data.workers`` processes: ``run.data.workers``), decodes the first ``data.validate_items`` items of each split
+up to ``run.data.workers`` processes), decodes the first ``data.validate_items`` items of each split
 in full, and returns the manifest as a dict:
 
 * ``source_kind``, ``target_kind``: the configured kinds (``procedural``, ``synthia``, ``gta5``, ``cityscapes``);
@@ -41,7 +41,7 @@ def build_manifest(cfg: DataConfig, roots: dict[str, Path] | None = None) -> dic
     the same for every ``cfg.workers``.
     Raises one DataError listing every bad file (:mod:`corda.data.check`).
     """
-    from corda.data.check import bad_files_message, check_items, index_items
+    from corda.data.check import bad_files_message, check_items, check_processes, index_items
     from corda.data.datasets import validate_index
     from corda.data.index import resolved_note, scan_dataset
     from corda.errors import DataError
@@ -54,10 +54,11 @@ def build_manifest(cfg: DataConfig, roots: dict[str, Path] | None = None) -> dic
     # Every file of every split, headers only (fast); then a full decode of the first items.
     start = time.perf_counter()
     items = [item for index in indexes.values() for item in index_items(index.root, index.paths)]
-    problems = check_items(items, cfg.workers)
+    processes = check_processes(len(items), cfg.workers)
+    problems = check_items(items, processes)
     checked = sum(len(item) for item in items)
-    log.info("checked the headers of %d files in %.2f s (%d processes)", checked, time.perf_counter() - start,
-             min(cfg.workers, max(len(items), 1)))
+    log.info("checked the headers of %d files in %.2f s (%d process%s)", checked, time.perf_counter() - start,
+             processes, "es" if processes > 1 else "")
     if problems:
         raise DataError(bad_files_message(problems, checked))
     for name, (kind, root, split) in splits.items():
