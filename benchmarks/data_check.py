@@ -1,6 +1,6 @@
 """Wall time of the data stage's header check (corda.data.check) with 1, 2, ... processes, and CPU s per file.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/data_check.py /tmp/mini --files 30000 --workers 1 2
+    OMP_NUM_THREADS=1 python benchmarks/data_check.py /tmp/mini --files 30000 --workers 1 2 4 --cold
 
 Scans the miniature real datasets (benchmarks/make_miniature.py: GTA5 and Cityscapes, train and val), then checks
 their items repeated up to ``--files`` files (the count of a real GTA5 + Cityscapes run is about 30,000), so the
@@ -18,11 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
-from corda.data.check import check_items, index_items
-from corda.data.index import scan_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from corda.data.check import check_items, index_items  # noqa: E402  (the repository's, not an installed copy)
+from corda.data.index import scan_dataset  # noqa: E402
 
 
 def _cpu() -> float:
