@@ -154,7 +154,7 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     from corda.data.datasets import SegDepthDataset
     from corda.h5io import write_depth_h5
     from corda.params import section
-    from stages.data import DataConfig
+    from corda.data.config import DataConfig
 
     dcfg = section(p, "data", DataConfig)
     if dcfg.target.kind != "procedural":

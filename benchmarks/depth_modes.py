@@ -23,6 +23,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from corda.eval_files import read_detail  # noqa: E402  (the repository's, not an installed copy)
+from corda.paths import DEPTH_METRICS  # noqa: E402
 
 
 def run_mode(mode: str, iterations: int | None, work: Path) -> dict:
@@ -37,7 +41,7 @@ def run_mode(mode: str, iterations: int | None, work: Path) -> dict:
     t0 = time.perf_counter()
     for stage in ("depth_pretrain", "depth_maps"):
         subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, check=True)
-    metrics = json.loads((work / "metrics/depth.json").read_text())
+    metrics = read_detail(work / DEPTH_METRICS)
     return {"mode": mode, "minutes": (time.perf_counter() - t0) / 60, **metrics["target"]}
 
 

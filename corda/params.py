@@ -1,5 +1,6 @@
 """params.yaml as typed configs: the file's sections (one per stage that reads one, and ``run``), loaded and
-validated into the config dataclasses of :mod:`corda.seg.config`, :mod:`corda.depth.config` and the data stage.
+validated into the config dataclasses of :mod:`corda.seg.config`, :mod:`corda.depth.config` and
+:mod:`corda.data.config`.
 
 The only module of the library that knows the file's layout; the stages and benchmarks load their sections
 through it (the library functions themselves take configs, never the file).

@@ -36,6 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
+from corda import paths
 from corda.errors import DataError
 from corda.io import read_json, write_json
 from corda.labels import IGNORE
@@ -43,7 +44,7 @@ from corda.labels import IGNORE
 log = logging.getLogger(__name__)
 
 STATS_FORMAT = 1
-STATS_PATH = Path("data/rcs_class_stats.json")  # where the rcs stage writes the statistics and training reads them
+STATS_PATH = paths.RCS_STATS  # where the rcs stage writes the statistics and training reads them
 REBUILD = "rebuild it with `dvc repro rcs` (or `python -m stages.rcs`)"
 
 

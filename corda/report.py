@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from corda.io import atomic_path, write_json, write_png
+from corda.io import atomic_path, write_png
 from corda.labels import colorize
 
 Results = Mapping[str, Mapping[str, Any]]
@@ -101,77 +101,6 @@ def results_table_markdown(results: Results, class_names: Sequence[str]) -> str:
         cells.append(fmt(metrics.get("miou")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-# -- headline metrics ----------------------------------------------------------------------------
-
-#: Folder of the headline metrics: the only files dvc.yaml declares as ``metrics`` (with ADABN_DIR).
-HEADLINE_DIR = "metrics/top"
-#: Folder of the ``<model>_adabn`` rows (``<ADABN_DIR>/<model>.json``): a folder of its own keeps the paths short
-#: enough for an 80-column ``dvc metrics show``.
-ADABN_DIR = "metrics/adabn"
-ADABN_SUFFIX = "_adabn"
-#: Pseudo-label signal (``metrics/pseudo_labels.json``'s ``auroc`` keys) → its headline row.
-PSEUDO_SIGNAL_ROWS = {"confidence": "pl_confidence", "depth_weight": "pl_omega", "combined": "pl_combined"}
-
-
-def headline_metrics(results: Results, depth: Mapping[str, Any] | None = None,
-                     pseudo: Mapping[str, Any] | None = None,
-                     adabn: Results | None = None) -> dict[str, dict[str, float]]:
-    """The headline numbers as rows: ``{row name: {measure: value}}``, one ``<HEADLINE_DIR>/<row>.json`` each.
-
-    ``dvc metrics show`` prints a row per metrics file and a column per key over all of them, so the
-    rows share four measures and the table stays four (SYNTHIA: five) columns wide:
-
-    * ``<model>``: ``miou``, the model's target-val mIoU (fraction); with a SYNTHIA source also
-      ``miou13``, the paper's mIoU* over 13 classes.
-    * ``<model>_adabn`` (written to ``<ADABN_DIR>/<model>.json``): the same with the model's BN statistics
-      re-estimated on target train images (``adabn``, :mod:`corda.adabn`); empty when the evaluate stage did
-      not compute them (``evaluate.adabn_items: 0``).
-    * ``depth``: ``abs_rel`` and ``delta1`` of the depth network on target val (``metrics/depth.json``).
-    * ``pl_labels``: ``miou`` of the exported pseudo-labels against the target *train* labels (the
-      labels' quality, not a model's score).
-    * ``pl_confidence``, ``pl_omega`` (ω, ``depth_weight``), ``pl_combined``: ``auroc``, how well that
-      per-pixel signal ranks the wrong pseudo-labels below the right ones (``metrics/pseudo_labels.json``).
-
-    Rows come in this order (models in ``results`` order) and every row is present, empty when its
-    numbers are missing or undefined, so the files dvc.yaml declares always exist. Only finite
-    numbers; strings and details stay in the per-stage files.
-    """
-
-    def nums(pairs: Mapping[str, Any]) -> dict[str, float]:
-        return {k: float(v) for k, v in pairs.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-
-    rows = {m: nums({k: r.get(k) for k in ("miou", "miou13")}) for m, r in results.items()}
-    rows.update({f"{m}{ADABN_SUFFIX}": nums({k: (adabn or {}).get(m, {}).get(k) for k in ("miou", "miou13")})
-                 for m in results})
-    target = (depth or {}).get("target") or {}
-    rows["depth"] = nums({k: target.get(k) for k in ("abs_rel", "delta1")})
-    rows["pl_labels"] = nums({"miou": (pseudo or {}).get("miou")})
-    auroc = (pseudo or {}).get("auroc") or {}
-    rows.update({row: nums({"auroc": auroc.get(sig)}) for sig, row in PSEUDO_SIGNAL_ROWS.items()})
-    return rows
-
-
-def headline_path(row: str) -> str:
-    """The file of a :func:`headline_metrics` row, relative to the repository root."""
-    if row.endswith(ADABN_SUFFIX):
-        return f"{ADABN_DIR}/{row[:-len(ADABN_SUFFIX)]}.json"
-    return f"{HEADLINE_DIR}/{row}.json"
-
-
-def write_headline_metrics(root: str | os.PathLike, rows: Mapping[str, Mapping[str, float]],
-                           folders: Mapping[str, str | os.PathLike] | None = None) -> None:
-    """Write :func:`headline_metrics`' rows (key-sorted, atomic) to ``<root>/<headline_path(row)>``.
-
-    ``folders`` maps a headline folder (HEADLINE_DIR, ADABN_DIR) to where it is written instead (a stage's
-    staged output folder)."""
-    for name, values in rows.items():
-        folder, file = headline_path(name).rsplit("/", 1)
-        target = (folders or {}).get(folder, os.path.join(root, folder))
-        os.makedirs(target, exist_ok=True)
-        write_json(os.path.join(target, file), dict(values))
 
 
 # -- DVC plot records ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from corda import paths
 from stages.common import stage_configs, stage_main
 
 log = logging.getLogger("stages.depth_maps")
@@ -23,8 +24,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 @stage_main
 def main(
     params: Annotated[Path, typer.Option(help="params file (section depth)")] = Path("params.yaml"),
-    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
-    models_dir: Annotated[Path, typer.Option(help="depth networks from depth_pretrain")] = Path("models/depth"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = paths.MANIFEST,
+    models_dir: Annotated[Path, typer.Option(help="depth networks from depth_pretrain")] = paths.DEPTH_MODELS_DIR,
     batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 16,
 ) -> None:
     """Export depth targets (HDF5) for source and target train; evaluate target val depth."""
@@ -53,7 +54,7 @@ def main(
         path = depth_checkpoint_path(models_dir, domain)
         return load_depth_net(path, cfg, device), file_hash(path)
 
-    out_dir, out_metrics = Path("depth"), Path("metrics/depth.json")
+    out_dir, out_metrics = paths.DEPTH_DIR, paths.DEPTH_METRICS
     with staged_outputs(out_dir, out_metrics) as staged:
         staged[out_dir].mkdir(parents=True, exist_ok=True)
         metrics: dict = {"mode": cfg.mode, "source": cfg.source}
@@ -86,7 +87,7 @@ def main(
             attrs |= {"min_depth_m": cfg.min_depth_m, "max_depth_m": cfg.max_depth_m}
             rows = ((n, codecs.depth_to_inv(d, min_valid_m=min_valid_m), d.astype(np.float16))
                     for n, d in progress(items, len(ds), f"depth maps {domain}"))
-            write_depth_h5(staged[out_dir] / f"{domain}.h5", rows, len(ds), attrs)
+            write_depth_h5(paths.depth_h5(domain, staged[out_dir]), rows, len(ds), attrs)
 
         # Target val against the disparity ground truth (standard protocol; median scaling for mono only).
         net, _ = load_net("target")

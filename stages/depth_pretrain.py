@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from corda import paths
 from stages.common import stage_configs, stage_main
 from stages.launch import data_parallel
 
@@ -26,7 +27,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 @stage_main
 def main(
     params: Annotated[Path, typer.Option(help="params file (section depth)")] = Path("params.yaml"),
-    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = paths.MANIFEST,
 ) -> None:
     """Train the depth networks; writes models/depth/ and dvclive/depth_pretrain/."""
     from corda.data.datasets import SegDepthDataset
@@ -41,7 +42,7 @@ def main(
     from corda.log import progress
 
     (cfg,) = stage_configs(params, manifest, depth=DepthConfig)
-    out_dir, out_live = Path("models/depth"), Path("dvclive/depth_pretrain")
+    out_dir, out_live = paths.DEPTH_MODELS_DIR, paths.live_dir("depth_pretrain")
     # depth.devices > 1: re-runs this command under torchrun; every rank trains its slice, rank 0 writes.
     with data_parallel(cfg.devices, "stages.depth_pretrain", resolve_device(cfg.device), "depth.devices") as (
             dist, device):
@@ -59,7 +60,7 @@ def main(
                                       "choose another depth.mode, or depth.source: "
                                       "ground_truth")
                 ds = SegDepthDataset(index, fields, cfg.resize_hw, None, seed=cfg.seed)
-                models, trainer = train_depth(cfg, ds, device, Path("checkpoints/depth_pretrain") / f"{domain}.pt",
+                models, trainer = train_depth(cfg, ds, device, paths.CHECKPOINTS_DIR / "depth_pretrain" / f"{domain}.pt",
                                               {"manifest": file_hash(manifest), "domain": domain}, progress,
                                               desc=f"depth {domain}", dist=dist)
                 if dist.is_main:

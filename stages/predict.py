@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from corda import paths
 from corda.params import load_params
 from stages.common import stage_main
 
@@ -44,8 +45,7 @@ def default_input_height(params: Path) -> int:
 @stage_main
 def main(
     inputs: Annotated[list[str], typer.Argument(help="image folders (searched recursively), image files or globs")],
-    model: Annotated[Path, typer.Option(help="a trained model from the pipeline (models/<name>.pt)")] = Path(
-        "models/corda.pt"),
+    model: Annotated[Path, typer.Option(help="a trained model from the pipeline (models/<name>.pt)")] = paths.model_file("corda"),
     out: Annotated[Path, typer.Option(help="output folder: new, empty, or one predict made (--overwrite); each image's "
                                            "files appear as soon as it is done")] = Path("predictions"),
     input_height: Annotated[Optional[int], typer.Option(

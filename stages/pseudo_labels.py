@@ -35,6 +35,7 @@ from typing import Annotated
 
 import typer
 
+from corda import paths
 from corda.config import to_dict
 from corda.seg.config import PseudoConfig, TrainConfig
 from stages.common import stage_configs, stage_main
@@ -48,9 +49,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 @stage_main
 def main(
     params: Annotated[Path, typer.Option(help="params file (section pseudo_labels)")] = Path("params.yaml"),
-    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
-    model_path: Annotated[Path, typer.Option("--model", help="the trained CorDA model")] = Path("models/corda.pt"),
-    depth_h5: Annotated[Path, typer.Option(help="target depth targets from depth_maps")] = Path("depth/target.h5"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = paths.MANIFEST,
+    model_path: Annotated[Path, typer.Option("--model", help="the trained CorDA model")] = paths.model_file("corda"),
+    depth_h5: Annotated[Path, typer.Option(help="target depth targets from depth_maps")] = paths.depth_h5("target"),
 ) -> None:
     """Export target pseudo-labels, confidence, ω and weights to pseudo/target.h5, with diagnostics."""
     import torch
@@ -68,8 +69,8 @@ def main(
     from corda.seg.model_file import load_model
 
     cfg, tcfg = stage_configs(params, manifest, pseudo_labels=PseudoConfig, train=TrainConfig)
-    out_h5, out_metrics = Path("pseudo/target.h5"), Path("metrics/pseudo_labels.json")
-    out_curve_json, out_curve_png = Path("plots/pseudo_label_accuracy.json"), Path("plots/pseudo_label_accuracy.png")
+    out_h5, out_metrics = paths.PSEUDO_LABELS, paths.PSEUDO_METRICS
+    out_curve_json, out_curve_png = paths.PSEUDO_PLOT_JSON, paths.PSEUDO_PLOT_PNG
     # pseudo_labels.devices > 1: re-runs this command under torchrun; each rank labels a contiguous share of
     # the images into a part file, rank 0 merges the parts and writes the outputs.
     with data_parallel(cfg.devices, "stages.pseudo_labels", resolve_device(cfg.device),

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from corda.params import load_params
-from corda.rcs import STATS_PATH
+from corda import paths
 from stages.common import stage_main
 
 log = logging.getLogger("stages.rcs")
@@ -27,8 +27,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 @stage_main
 def main(
     params: Annotated[Path, typer.Option(help="params file (train.rcs_min_pixels)")] = Path("params.yaml"),
-    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
-    out: Annotated[Path, typer.Option(help="the statistics file to write")] = STATS_PATH,
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = paths.MANIFEST,
+    out: Annotated[Path, typer.Option(help="the statistics file to write")] = paths.RCS_STATS,
 ) -> None:
     """Count the source labels' class pixels per image; writes data/rcs_class_stats.json."""
     from corda.data.datasets import SegDepthDataset

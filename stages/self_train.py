@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from corda import paths
 from corda.config import to_dict
 from corda.seg.config import SelfTrainConfig
 from stages.common import finish_training, stage_configs, stage_main
@@ -27,10 +28,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
 @stage_main
 def main(
     params: Annotated[Path, typer.Option(help="params file (sections model, train, self_train)")] = Path("params.yaml"),
-    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
-    init: Annotated[Path, typer.Option(help="round-1 CorDA model")] = Path("models/corda.pt"),
-    pseudo_h5: Annotated[Path, typer.Option(help="pseudo-labels from the pseudo_labels stage")] = Path("pseudo/target.h5"),
-    depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = paths.MANIFEST,
+    init: Annotated[Path, typer.Option(help="round-1 CorDA model")] = paths.model_file("corda"),
+    pseudo_h5: Annotated[Path, typer.Option(help="pseudo-labels from the pseudo_labels stage")] = paths.PSEUDO_LABELS,
+    depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = paths.DEPTH_DIR,
 ) -> None:
     """Self-train from models/corda.pt on pseudo/target.h5; writes models/corda_round2.pt."""
     from corda.device import resolve_device
@@ -43,7 +44,7 @@ def main(
     tcfg = dataclasses.replace(tcfg, seed=scfg.seed, iterations=scfg.iterations, lr=scfg.lr,
                                target_ce_weight=scfg.target_weight,
                                eval_every=min(tcfg.eval_every, scfg.iterations))
-    out_model, out_live = Path("models/corda_round2.pt"), Path("dvclive/self_train")
+    out_model, out_live = paths.model_file("corda_round2"), paths.live_dir("self_train")
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
     with data_parallel(tcfg.devices, "stages.self_train", resolve_device(tcfg.device)) as (dist, device):
         set_seeds(tcfg.seed)
@@ -71,7 +72,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     splits = load_splits(manifest)
     src_ds, _, val_ds = seg_datasets(splits, tcfg, depth_dir)
     tgt_ds = SegDepthDataset(splits["target_train"], ("image", "depth", "pseudo_label", "pseudo_weight"),
-                             tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(depth_dir / "target.h5"),
+                             tcfg.target_resize_hw, tcfg.crop_hw, depth_h5=str(paths.depth_h5("target", depth_dir)),
                              pseudo_h5=str(pseudo_h5), seed=tcfg.seed + 1)
     round1, ck = load_model(init, device, which=scfg.init_from)
     # Round 2 starts from round 1's weights, so the params' network must be the one round 1 trained.
@@ -95,7 +96,7 @@ def _train(mcfg, tcfg, scfg: SelfTrainConfig, manifest: Path, init: Path, pseudo
     tcfg = tcfg.for_method(SELF_TRAIN)  # the saved config records the method it trained
     student, _, trainer = run_training(
         method=SELF_TRAIN, mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
-        scratch=Path("checkpoints/self_train/last.pt"), inputs_fp=inputs_fp,
+        scratch=paths.scratch_file("self_train"), inputs_fp=inputs_fp,
         init_state=round1.state_dict(), eval_fn=eval_fn, tgt_transform=normalise, progress=progress,
         dist=dist)
     if dist.is_main:

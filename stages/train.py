@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from corda import paths
 from corda.methods import TRAINED, Method, get_method
 from stages.common import finish_training, stage_configs, stage_main
 from stages.launch import data_parallel
@@ -31,8 +32,8 @@ MethodName = enum.Enum("MethodName", {m: m for m in TRAINED}, type=str)  # type:
 def main(
     method: Annotated[MethodName, typer.Option(help="which model to train")] = MethodName("corda"),
     params: Annotated[Path, typer.Option(help="params file (sections data, model, train)")] = Path("params.yaml"),
-    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = Path("data/manifest.json"),
-    depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = Path("depth"),
+    manifest: Annotated[Path, typer.Option(help="the data stage's manifest")] = paths.MANIFEST,
+    depth_dir: Annotated[Path, typer.Option(help="the depth_maps stage's HDF5 folder")] = paths.DEPTH_DIR,
 ) -> None:
     """Train one segmentation method on the embedded benchmark or real data; writes models/<method>.pt."""
     from corda.device import resolve_device
@@ -44,8 +45,8 @@ def main(
     row = get_method(MethodName(method).value)
     mcfg, tcfg = stage_configs(params, manifest, model=ModelConfig, train=TrainConfig)
     tcfg = tcfg.for_method(row)  # the saved config records the steps this method ran
-    out_model = Path("models") / f"{row.name}.pt"
-    out_live = Path("dvclive") / f"train_{row.name}"
+    out_model = paths.model_file(row.name)
+    out_live = paths.live_dir(f"train_{row.name}")
     # train.devices > 1: re-runs this command under torchrun; every rank continues below, rank 0 writes.
     with data_parallel(tcfg.devices, "stages.train", resolve_device(tcfg.device)) as (dist, device):
         set_seeds(tcfg.seed)
@@ -66,7 +67,6 @@ def _train(row: Method, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     from corda.io import file_hash
     from corda.labels import CLASS_SETS
     from corda.log import progress
-    from corda.rcs import STATS_PATH
     from corda.seg.run import make_eval_fn, make_source_sampler, run_training, seg_datasets
     from corda.seg.model_file import save_model
 
@@ -75,12 +75,12 @@ def _train(row: Method, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     sampler = make_source_sampler(tcfg, src_ds) if row.source_batch else None
     inputs_fp = {"manifest": file_hash(manifest),
                  **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))},
-                 **({"rcs": file_hash(STATS_PATH)} if sampler is not None else {})}
+                 **({"rcs": file_hash(paths.RCS_STATS)} if sampler is not None else {})}
     class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
     eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)
     student, teacher, trainer = run_training(
         method=row, mcfg=mcfg, tcfg=tcfg, source_ds=src_ds, target_ds=tgt_ds, device=device,
-        scratch=Path("checkpoints") / f"train_{row.name}" / "last.pt", inputs_fp=inputs_fp,
+        scratch=paths.scratch_file(f"train_{row.name}"), inputs_fp=inputs_fp,
         eval_fn=eval_fn, progress=progress, dist=dist, source_sampler=sampler)
     if dist.is_main:
         finish_training(trainer, out_live, lambda: save_model(out_model, method=row.name, student=student,

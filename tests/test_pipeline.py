@@ -35,21 +35,26 @@ def smoke_repo(tmp_path_factory, repo_copy):
 
 @pytest.mark.slow
 def test_repro_writes_every_artefact(smoke_repo):
-    metrics = json.loads((smoke_repo / "metrics/eval.json").read_text())
-    models = {"source_only", "dacs", "corda", "corda_round2", "oracle"}
+    from corda import paths
+    from corda.eval_files import MODELS, read_detail, read_eval_metrics, read_headline
+
+    metrics = read_eval_metrics(smoke_repo)
+    models = set(MODELS)
     # every model is scored twice: with its running BN statistics and with target ones (corda/adabn.py)
     assert set(metrics) == models | {f"{m}_adabn" for m in models}
     for m in metrics.values():
         assert 0.0 <= m["miou"] <= 1.0 and "road" in m["per_class"]
-    depth = json.loads((smoke_repo / "metrics/depth.json").read_text())
+    depth = read_detail(smoke_repo / paths.DEPTH_METRICS)
     assert "abs_rel" in depth["target"]
-    pl = json.loads((smoke_repo / "metrics/pseudo_labels.json").read_text())
+    pl = read_detail(smoke_repo / paths.PSEUDO_METRICS)
     assert "auroc" in pl and "miou" in pl
-    # The headline metrics: every file dvc.yaml declares as metrics, only numbers (corda.report.headline_metrics).
-    for m in yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]["evaluate"]["metrics"]:
-        values = json.loads((smoke_repo / next(iter(m))).read_text())
-        assert all(isinstance(v, float) for v in values.values()), m
-    assert "miou" in json.loads((smoke_repo / "metrics/top/corda.json").read_text())
+    # The headline metrics: every file dvc.yaml declares as metrics, only numbers (corda.eval_files.headline_metrics).
+    headline = read_headline(smoke_repo)
+    declared = [next(iter(m)) for m in yaml.safe_load((smoke_repo / "dvc.yaml").read_text())["stages"]["evaluate"]["metrics"]]
+    assert len(headline) == len(declared)
+    for row, values in headline.items():
+        assert all(isinstance(v, float) for v in values.values()), row
+    assert "miou" in headline["corda"]
     for p in ("depth/source.h5", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
               "metrics/results.md", "dvclive/train_corda/metrics.json"):
         assert (smoke_repo / p).is_file(), p
@@ -216,8 +221,10 @@ def test_daformer_small_mit_runs_the_whole_pipeline(smoke_repo, tmp_path):
     assert lock["stages"]["train_corda"]["params"]["params.yaml"]["model"]["architecture"] == "daformer"
     ck = torch.load(repo / "models" / "corda.pt", map_location="cpu", weights_only=False)
     assert any(k.startswith("backbone.block1") for k in ck["student"])  # the MiT encoder was trained
-    metrics = json.loads((repo / "metrics/eval.json").read_text())
-    models = {"source_only", "dacs", "corda", "corda_round2", "oracle"}
+    from corda.eval_files import MODELS, read_eval_metrics
+
+    metrics = read_eval_metrics(repo)
+    models = set(MODELS)
     assert set(metrics) == models | {f"{m}_adabn" for m in models}  # smoke params: adabn_items 8
     # The feature distance is logged as its own loss term (in the history; dvclive drops a curve that is 0 at
     # every step, as here, where no 32×32 cell of the tiny crops is 75 % thing class).

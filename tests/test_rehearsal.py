@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from benchmarks.rehearse import PRESETS as ALL_PRESETS, STAGE_ORDER, random_mit_file, rehearsal_overrides
+from corda.eval_files import read_eval_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
@@ -58,7 +59,7 @@ def _snapshot(repo: Path) -> dict:
     ck = torch.load(repo / "models/corda.pt", map_location="cpu", weights_only=False)
     return {"lock": yaml.safe_load((repo / "dvc.lock").read_text()),
             "manifest": json.loads((repo / "data/manifest.json").read_text()),
-            "eval": json.loads((repo / "metrics/eval.json").read_text()),
+            "eval": read_eval_metrics(repo),
             "source_h5": src_depth, "target_h5": tgt_depth,
             "corda": {"train_config": ck["train_config"], "keys": list(ck["student"])[:50],
                       "steps": ck["history"][-1]["step"]},

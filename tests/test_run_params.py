@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _configs():
     from corda.depth.config import DepthConfig
     from corda.seg.config import TrainConfig
-    from stages.data import DataConfig
+    from corda.data.config import DataConfig
     from corda.seg.config import EvalConfig
     from corda.seg.config import PseudoConfig
 

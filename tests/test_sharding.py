@@ -194,7 +194,8 @@ def _pseudo_workdir(d: Path, n_train: int = 7) -> None:
     from corda.seg.config import ModelConfig, TrainConfig
     from corda.seg.model_file import build_model, save_model
     from corda.testing import write_cityscapes_fixture, write_synthia_fixture
-    from stages.data import DataConfig, SourceSpec, TargetSpec, build_manifest
+    from corda.data.build import build_manifest
+    from corda.data.config import DataConfig, SourceSpec, TargetSpec
 
     write_cityscapes_fixture(d / "cs", n_train=n_train, n_val=1, h=32, w=64, seed=0)
     write_synthia_fixture(d / "syn", n=1, h=32, w=64, seed=1)

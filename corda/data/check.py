@@ -170,14 +170,46 @@ def check_item(files: Mapping[str, Path]) -> list[tuple[Path, str]]:
     return problems
 
 
-def check_index_files(root: str | os.PathLike, paths: Mapping[str, Sequence[str]]) -> list[tuple[Path, str]]:
-    """Check every file of a split (``paths``: the :class:`DatasetIndex` field → relative paths)."""
+def index_items(root: str | os.PathLike, paths: Mapping[str, Sequence[str]]) -> list[dict[str, Path]]:
+    """A split's items as :func:`check_item` takes them (``paths``: the :class:`DatasetIndex` field → relative
+    paths): ``[{file field: root / relative path}]``, one per item."""
     root = Path(root)
     n = len(next(iter(paths.values()), []))
-    problems: list[tuple[Path, str]] = []
-    for i in range(n):
-        problems += check_item({f: root / rels[i] for f, rels in paths.items()})
-    return problems
+    return [{f: root / rels[i] for f, rels in paths.items()} for i in range(n)]
+
+
+#: Items one checking process takes at least: a pool costs about 0.1-0.3 s to start (forking a process that has
+#: imported numpy and torch), the check about 1 ms an item, so smaller sets are checked in this process.
+MIN_ITEMS_PER_PROCESS = 1000
+
+
+def check_processes(n_items: int, workers: int) -> int:
+    """How many processes :func:`check_items` uses for ``n_items`` items with up to ``workers``."""
+    return max(1, min(workers, n_items // MIN_ITEMS_PER_PROCESS))
+
+
+def check_items(items: Sequence[Mapping[str, Path]], workers: int = 1) -> list[tuple[Path, str]]:
+    """:func:`check_item` over every item, in up to ``workers`` processes (:func:`check_processes`); the problems
+    come in item order, so the result (and the one-line message made from it) is the same for every count.
+
+    At real size the check opens about 30,000 files (GTA5 or SYNTHIA, and Cityscapes with its views), each a
+    few seeks and small reads: on a cold disk or a network file system much of the time is waiting, which
+    several processes overlap. Chunks of items keep the inter-process traffic small.
+    """
+    processes = check_processes(len(items), workers)
+    if processes == 1:
+        return [p for item in items for p in check_item(item)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = max(1, min(64, len(items) // (4 * processes)))
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        return [p for found in pool.map(check_item, items, chunksize=chunk) for p in found]
+
+
+def check_index_files(root: str | os.PathLike, paths: Mapping[str, Sequence[str]],
+                      workers: int = 1) -> list[tuple[Path, str]]:
+    """Check every file of a split (``paths``: the :class:`DatasetIndex` field → relative paths)."""
+    return check_items(index_items(root, paths), workers)
 
 
 def bad_files_message(problems: Sequence[tuple[Path, str]], checked: int, show: int = 3) -> str:

@@ -17,7 +17,7 @@ from corda.depth.config import DepthConfig, recorded_config
 
 
 def depth_checkpoint_path(models_dir: str | os.PathLike, domain: str) -> Path:
-    """``<models_dir>/<domain>.pt``."""
+    """``<models_dir>/<domain>.pt`` (the pipeline's models_dir: :data:`corda.paths.DEPTH_MODELS_DIR`)."""
     return Path(models_dir) / f"{domain}.pt"
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from corda import uda
+from corda import paths, uda
 from corda.config import to_dict
 from corda.distributed import SINGLE, DistInfo, local_batch, mean_over_ranks, shard, unwrap, wrap
 from corda.engine import Trainer, batch_keys, fingerprint, poly_lr, step_generator
@@ -241,12 +241,12 @@ def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_l
     # Rare-class sampling re-crops until the crop keeps enough of the drawn class (DAFormer's min_crop_ratio).
     rcs_crop = tcfg.rcs_min_pixels * tcfg.rcs_min_crop_ratio if tcfg.rcs_temperature is not None else 0.0
     src = SegDepthDataset(splits["source"], ("image", "label", "depth"), tcfg.source_resize_hw, tcfg.crop_hw,
-                          depth_h5=str(Path(depth_dir) / "source.h5"), seed=tcfg.seed,
+                          depth_h5=str(paths.depth_h5("source", depth_dir)), seed=tcfg.seed,
                           image_resample=tcfg.source_image_resample, depth_resample=tcfg.source_depth_resample,
                           class_crop_min_pixels=rcs_crop)
     tgt_fields = ("image", "depth") + (("label",) if with_target_labels else ())
     tgt = SegDepthDataset(splits["target_train"], tgt_fields, tcfg.target_resize_hw, tcfg.crop_hw,
-                          depth_h5=str(Path(depth_dir) / "target.h5"), seed=tcfg.seed + 1)
+                          depth_h5=str(paths.depth_h5("target", depth_dir)), seed=tcfg.seed + 1)
     val = SegDepthDataset(splits["target_val"], ("image", "label"), tcfg.target_resize_hw, None, seed=0)
     return src, tgt, val
 
