@@ -50,7 +50,9 @@ def test_repro_writes_every_artefact(smoke_repo):
         values = json.loads((smoke_repo / next(iter(m))).read_text())
         assert all(isinstance(v, float) for v in values.values()), m
     assert "miou" in json.loads((smoke_repo / "metrics/top/corda.json").read_text())
-    for p in ("depth/source.h5", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
+    # source ground truth is read in place: a record, no copy of the dataset's depth
+    assert not (smoke_repo / "depth/source.h5").exists()
+    for p in ("depth/source.json", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
               "metrics/results.md", "dvclive/train_corda/metrics.json"):
         assert (smoke_repo / p).is_file(), p
     # train.grad_clip (set in the smoke params) reaches the shared loop, which then logs the pre-clip norm.
