@@ -141,7 +141,8 @@ def main() -> None:
 
 
 def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablation/exact_depth")) -> Path:
-    """A depth folder with the pipeline's source.h5 and a target.h5 of the renderer's exact camera-z depth.
+    """A depth folder with the pipeline's source depth (source.h5 or source.json) and a target.h5 of the
+    renderer's exact camera-z depth.
 
     The embedded benchmark writes no disparity for target train (Cityscapes has it; the pipeline does not
     read it), so the depth comes from ``corda.data.procedural.benchmark.target_depth`` with the data stage's seed; the
@@ -152,7 +153,7 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     from corda.data.procedural import benchmark as B
     from corda.data import codecs
     from corda.data.datasets import SegDepthDataset
-    from corda.h5io import write_depth_h5
+    from corda.h5io import SOURCE_IN_PLACE, write_depth_h5
     from corda.params import section
     from corda.data.config import DataConfig
 
@@ -172,7 +173,9 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
                          "the data section of this params.yaml?")
     if not (out / "target.h5").is_file():
         out.mkdir(parents=True, exist_ok=True)
-        shutil.copy2("depth/source.h5", out / "source.h5")
+        for f in ("source.h5", SOURCE_IN_PLACE):  # depth_maps writes one: network depth, or the in-place record
+            if Path("depth", f).is_file():
+                shutil.copy2(Path("depth", f), out / f)
         names = splits["target_train"].names
         rows = ((n, codecs.depth_to_inv(z), np.minimum(z, 6e4).astype(np.float16))  # float16 tops out at 65504
                 for n in names for z in [exact("train", n)])

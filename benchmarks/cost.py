@@ -24,7 +24,7 @@ smaller than the preset's; FLOPs and activation bytes are linear in the batch an
     python benchmarks/cost.py items --workspace /tmp/ws --out cost_items.json   # loader seconds per item
 
 ``items``: seconds per item of the training loaders (decode, resize to ``train.*_resize_hw``, crop, depth from
-the depth_maps HDF5), one thread as in a DataLoader worker, over every item of the workspace's manifest.
+the depth_maps HDF5, or the source dataset's own depth files read in place), one thread as in a DataLoader worker, over every item of the workspace's manifest.
 """
 
 from __future__ import annotations

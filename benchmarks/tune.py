@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="override train.seed")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--split", choices=["tune", "val"], default="tune")
-    ap.add_argument("--depth-dir", default="depth", help="folder of source.h5/target.h5 (depth_maps' outputs)")
+    ap.add_argument("--depth-dir", default="depth", help="depth_maps' output folder (target.h5; source.h5 or source.json)")
     ap.add_argument("--tag", default="", help="a label for the log line")
     ap.add_argument("--log", default="benchmarks/tune_log.jsonl")
     ap.add_argument("--adabn", action="store_true",

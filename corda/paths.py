@@ -24,7 +24,7 @@ RCS_STATS = Path("data/rcs_class_stats.json")
 # -- depth ----------------------------------------------------------------------------------------
 #: The depth networks, ``<domain>.pt`` (``depth_pretrain``, :mod:`corda.depth.checkpoint`).
 DEPTH_MODELS_DIR = Path("models/depth")
-#: The depth targets, ``source.h5`` and ``target.h5`` (``depth_maps``, :mod:`corda.h5io`).
+#: The depth targets, ``target.h5`` and ``source.h5`` or the record ``source.json`` (``depth_maps``, :mod:`corda.h5io`).
 DEPTH_DIR = Path("depth")
 
 # -- segmentation ---------------------------------------------------------------------------------
@@ -66,6 +66,12 @@ def depth_h5(domain: str, folder: str | os.PathLike = DEPTH_DIR) -> Path:
     """``depth/<domain>.h5``: the depth targets of ``source`` or ``target``, in ``folder`` when the depth folder
     is elsewhere."""
     return Path(folder) / f"{domain}.h5"
+
+
+def source_depth_record(folder: str | os.PathLike = DEPTH_DIR) -> Path:
+    """``depth/source.json``: written by ``depth_maps`` in place of ``source.h5`` when training reads the source
+    dataset's own ground-truth depth where it lies."""
+    return Path(folder) / "source.json"
 
 
 def live_dir(run: str) -> Path:

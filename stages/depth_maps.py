@@ -1,8 +1,10 @@
 """Stage `depth_maps`: depth targets for every training image of each domain, and depth metrics.
 
-Writes ``depth/source.h5`` and ``depth/target.h5`` (CorDA inverse depth, 1.0 = invalid, plus metric
-depth; schema in :mod:`corda.h5io`) and ``metrics/depth.json`` (target val against the benchmark's
-disparity ground truth: AbsRel, SqRel, RMSE, RMSE log, δ<1.25^k; median scaling only for mono).
+Writes ``depth/target.h5`` and, when a network makes the source depth, ``depth/source.h5`` (CorDA inverse
+depth, 1.0 = invalid, plus metric depth; schema in :mod:`corda.h5io`); for source ground truth
+(``depth.source: ground_truth``) only the record ``depth/source.json``: training reads the dataset's own depth
+files in place. Also ``metrics/depth.json`` (target val against the benchmark's disparity ground truth: AbsRel,
+SqRel, RMSE, RMSE log, δ<1.25^k; median scaling only for mono).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def main(
     from corda.depth.checkpoint import depth_checkpoint_path, load_depth_net
     from corda.depth.config import DepthConfig
     from corda.depth.run import export_depth, mono_scale, predict_full
-    from corda.h5io import write_depth_h5
+    from corda.h5io import SOURCE_IN_PLACE, write_depth_h5, write_source_in_place
     from corda.inference import iterate_batches
     from corda.io import file_hash, staged_outputs, write_json
     from corda.log import progress
@@ -60,15 +62,15 @@ def main(
         metrics: dict = {"mode": cfg.mode, "source": cfg.source}
         for domain in ("source", "target"):
             index = splits["source" if domain == "source" else "target_train"]
-            # Depth below 0.1 m counts as invalid for network and released depth (the original's Cityscapes
-            # reading); dataset ground truth keeps it, as the original's SYNTHIA/GTA5 readers do (§2.2).
-            min_valid_m = codecs.MIN_VALID_M
             if domain == "source" and cfg.source == "ground_truth":
-                ds = SegDepthDataset(index, ("depth",), None, None)
-                items = ((ds[i]["name"], codecs.inv_to_depth(ds[i]["depth"][0].numpy())) for i in range(len(ds)))
-                attrs = {"mode": "ground_truth", "model_hash": "", "domain": domain}
-                min_valid_m = 0.0
-            elif domain == "target" and cfg.target == "files":
+                # Training reads the dataset's own depth files where they lie (corda.seg.run.seg_datasets): no
+                # copy (302 GB raw for GTA5), only a record. Constructing the dataset checks the files are there.
+                SegDepthDataset(index, ("depth",), None, None)
+                write_source_in_place(staged[out_dir] / SOURCE_IN_PLACE,
+                                      {"mode": "ground_truth", "domain": domain, "dataset": index.kind,
+                                       "items": len(index)})
+                continue
+            if domain == "target" and cfg.target == "files":
                 from corda.data.depth_files import read_released_depth, released_depth_path
 
                 ds = index
@@ -85,7 +87,10 @@ def main(
                 items = ((n, d * scale) for n, d in export_depth(net, cfg, iterate_batches(ds, batch_size), device))
                 attrs = {"mode": cfg.mode, "model_hash": h, "domain": domain}
             attrs |= {"min_depth_m": cfg.min_depth_m, "max_depth_m": cfg.max_depth_m}
-            rows = ((n, codecs.depth_to_inv(d, min_valid_m=min_valid_m), d.astype(np.float16))
+            # Depth below 0.1 m counts as invalid for network and released depth (the original's Cityscapes
+            # reading); dataset ground truth, read in place, keeps it (codecs.inv_through_metres), as the
+            # original's SYNTHIA/GTA5 readers do (§2.2).
+            rows = ((n, codecs.depth_to_inv(d), d.astype(np.float16))
                     for n, d in progress(items, len(ds), f"depth maps {domain}"))
             write_depth_h5(paths.depth_h5(domain, staged[out_dir]), rows, len(ds), attrs)
 

@@ -74,7 +74,7 @@ def _train(row: Method, mcfg, tcfg, manifest: Path, depth_dir: Path, device, dis
     src_ds, tgt_ds, val_ds = seg_datasets(splits, tcfg, depth_dir, with_target_labels=row.target_ground_truth)
     sampler = make_source_sampler(tcfg, src_ds) if row.source_batch else None
     inputs_fp = {"manifest": file_hash(manifest),
-                 **{f.name: file_hash(f) for f in sorted(depth_dir.glob("*.h5"))},
+                 **{f.name: file_hash(f) for f in sorted([*depth_dir.glob("*.h5"), *depth_dir.glob("*.json")])},
                  **({"rcs": file_hash(paths.RCS_STATS)} if sampler is not None else {})}
     class_set = CLASS_SETS[class_set_name(load_manifest(manifest))]
     eval_fn = make_eval_fn(val_ds, mcfg.num_classes, class_set, tcfg.batch_target * 4, tcfg.eval_items, device)

@@ -312,8 +312,8 @@ CASES = [
     # --- train --method corda -------------------------------------------------------------------------------
     Case("truncated-depth-h5", "train", lambda c: truncate(own(c, "depth/target.h5")),
          r"depth/target\.h5: not a readable HDF5 file", r"dvc repro depth_maps"),
-    Case("missing-source-depth-h5", "train", lambda c: own(c, "depth/source.h5").unlink(),
-         r"depth/source\.h5: file not found", r"dvc repro depth_maps"),
+    Case("missing-source-depth", "train", lambda c: own(c, "depth/source.json").unlink(),
+         r"depth: neither source\.h5 .* nor source\.json", r"dvc repro depth_maps"),
     Case("label-size", "train",
          relabel(SRC + "/synthia_mapped_to_cityscapes/*.png", lambda a: np.ascontiguousarray(a[:16])),
          r"data/benchmark/source/synthia_mapped_to_cityscapes/\d+\.png: "

@@ -55,7 +55,9 @@ def test_repro_writes_every_artefact(smoke_repo):
     for row, values in headline.items():
         assert all(isinstance(v, float) for v in values.values()), row
     assert "miou" in headline["corda"]
-    for p in ("depth/source.h5", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
+    # source ground truth is read in place: a record, no copy of the dataset's depth
+    assert not (smoke_repo / "depth/source.h5").exists()
+    for p in ("depth/source.json", "depth/target.h5", "pseudo/target.h5", "models/corda.pt", "eval/predictions.png",
               "metrics/results.md", "dvclive/train_corda/metrics.json"):
         assert (smoke_repo / p).is_file(), p
     # train.grad_clip (set in the smoke params) reaches the shared loop, which then logs the pre-clip norm.

@@ -127,7 +127,7 @@ def test_kill9_then_rerun_equals_uninterrupted(workdir, stage):
 
 
 EXPORTS = {
-    "depth_maps": ("stages.depth_maps", "depth", ["source.h5", "target.h5"], "DepthH5"),
+    "depth_maps": ("stages.depth_maps", "depth", ["target.h5"], "DepthH5"),  # source ground truth: read in place
     "pseudo_labels": ("stages.pseudo_labels", "pseudo", ["target.h5"], "PseudoLabelH5"),
 }
 

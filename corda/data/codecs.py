@@ -43,6 +43,19 @@ def inv_to_depth(t: np.ndarray) -> np.ndarray:
     return np.where(t == INVALID, np.nan, z).astype(np.float32)
 
 
+def inv_through_metres(t: np.ndarray) -> np.ndarray:
+    """CorDA inverse depth → float32 metres → inverse depth again (``min_valid_m=0``): dataset ground truth
+    as training reads it.
+
+    ``depth_to_inv(inv_to_depth(t), min_valid_m=0.0)``, element-wise; invalid (1.0) stays exactly 1.0 and near
+    depth stays valid. Not the identity: the float32 metres round the value, so 4,519 of the 65,536 SYNTHIA codes
+    and 6,241 of the GTA5 codes come back one float32 step away. Training reads source ground truth through
+    this rounding, so that its targets are bit for bit the ones of the exported metric-depth files it was tuned
+    on (and a change of reader changes no trained model).
+    """
+    return depth_to_inv(inv_to_depth(t), min_valid_m=0.0)
+
+
 def synthia_raw_to_inv(raw: np.ndarray) -> np.ndarray:
     """SYNTHIA uint16 depth (cm) → CorDA encoding: 65536 / (raw + 1); 65535 → 1.0."""
     return (65536.0 / (raw.astype(np.float64) + 1.0)).astype(np.float32)

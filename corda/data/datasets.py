@@ -83,7 +83,8 @@ class SegDepthDataset(torch.utils.data.Dataset):
     * ``"image" | "right" | "prev" | "next"``: float32 (3, h, w) RGB in [0, 1];
     * ``"label"``: int64 (h, w) trainIds, 255 = ignore;
     * ``"depth"``: float32 (1, h, w) CorDA inverse depth, exactly 1.0 = invalid, from the dataset's
-      own depth files (SYNTHIA ground truth, GTA5 mono) or, with ``depth_h5``, from that HDF5 file;
+      own depth files (SYNTHIA ground truth, GTA5 mono; read where they lie, nothing is copied) or, with
+      ``depth_h5``, from that HDF5 file;
     * ``"K"``: float32 (3, 3) intrinsics of the returned (resized, cropped) pixels;
     * ``"baseline"``: float32 scalar tensor, stereo baseline in metres;
     * ``"disparity"``: float32 (1, h, w) disparity in pixels of the returned resolution, NaN = invalid;
@@ -115,6 +116,9 @@ class SegDepthDataset(torch.utils.data.Dataset):
             :func:`corda.data.readers.resize_depth`.
         class_crop_min_pixels: rare-class keys re-crop until the crop has more pixels of the drawn class than
             this (``train.rcs_min_pixels · train.rcs_min_crop_ratio``); 0 = keep the first crop.
+        depth_through_metres: the dataset's own depth files pass through float32 metres and back
+            (:func:`corda.data.codecs.inv_through_metres`): source ground truth as segmentation training reads
+            it. Ignored with ``depth_h5``.
     """
 
     def __init__(self, index: DatasetIndex, fields: Sequence[str], resize_hw: Sequence[int] | None,
@@ -122,7 +126,7 @@ class SegDepthDataset(torch.utils.data.Dataset):
                  strict: bool = True, image_resample: Literal["bilinear", "bicubic"] = "bilinear",
                  pseudo_h5: str | os.PathLike | None = None, label_native: bool = False,
                  depth_resample: Literal["nearest", "nearest_cv2", "bilinear"] = "nearest",
-                 class_crop_min_pixels: float = 0.0) -> None:
+                 class_crop_min_pixels: float = 0.0, depth_through_metres: bool = False) -> None:
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown dataset fields {unknown}; choose from {list(FIELDS)}")
@@ -142,6 +146,7 @@ class SegDepthDataset(torch.utils.data.Dataset):
         if self.resize_hw and self.crop_hw and any(c > r for c, r in zip(self.crop_hw, self.resize_hw)):
             raise ValueError(f"crop_hw {self.crop_hw} is larger than resize_hw {self.resize_hw}")
         self.depth_h5 = str(depth_h5) if depth_h5 is not None else None
+        self.depth_through_metres = bool(depth_through_metres)
         self.seed = int(seed)
         self.strict = strict
         self.image_resample = image_resample
@@ -249,7 +254,7 @@ class SegDepthDataset(torch.utils.data.Dataset):
             if self.depth_h5 is not None:
                 out["depth"] = np.asarray(self._depth_file().inv_depth(self._h5_rows[i]), dtype=np.float32)
             else:
-                out["depth"] = read_depth_png(idx.path("depth", i), idx.kind)
+                out["depth"] = read_depth_png(idx.path("depth", i), idx.kind, self.depth_through_metres)
         if "K" in fields or "baseline" in fields:
             out["K"], out["baseline"] = read_camera(idx.path("camera", i))
         if "disparity" in fields:

@@ -4,6 +4,7 @@ raises a one-line :class:`~corda.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -108,18 +109,31 @@ def _read_uint16(path: Path, what: str) -> np.ndarray:
     return raw
 
 
-def read_depth_png(path: str | os.PathLike, kind: str) -> np.ndarray:
+_RAW_DEPTH_TO_INV = {"synthia": codecs.synthia_raw_to_inv, "gta5": codecs.mono_raw_to_inv}
+
+
+@functools.lru_cache(maxsize=None)
+def _through_metres_table(kind: str) -> np.ndarray:
+    """(65536,) float32: :func:`corda.data.codecs.inv_through_metres` of every uint16 depth code of ``kind``.
+
+    The function is element-wise, so looking the codes up gives exactly its result, 256 kB once per process
+    instead of a dozen float64 passes over every frame."""
+    return codecs.inv_through_metres(_RAW_DEPTH_TO_INV[kind](np.arange(65536, dtype=np.uint16)))
+
+
+def read_depth_png(path: str | os.PathLike, kind: str, through_metres: bool = False) -> np.ndarray:
     """A dataset's own depth file → (H, W) float32 CorDA inverse depth, 1.0 = invalid (method.md §2.2).
 
     SYNTHIA ``Depth/Depth``: uint16 centimetres (65535 = far → exactly 1.0). GTA5 ``disparity``:
-    uint16 mono "normalised disparity" → raw/256 + 1 (not metric).
+    uint16 mono "normalised disparity" → raw/256 + 1 (not metric). ``through_metres``: then through float32
+    metres and back (:func:`corda.data.codecs.inv_through_metres`), the values segmentation training reads.
     """
     raw = _read_uint16(Path(path), "depth")
-    if kind == "synthia":
-        return codecs.synthia_raw_to_inv(raw)
-    if kind == "gta5":
-        return codecs.mono_raw_to_inv(raw)
-    raise DataError(f"{path}: {kind} has no depth files; its depth comes from the depth_maps HDF5")
+    if kind not in _RAW_DEPTH_TO_INV:
+        raise DataError(f"{path}: {kind} has no depth files; its depth comes from the depth_maps HDF5")
+    if through_metres:
+        return _through_metres_table(kind)[raw]
+    return _RAW_DEPTH_TO_INV[kind](raw)
 
 
 def read_disparity_png(path: str | os.PathLike) -> np.ndarray:

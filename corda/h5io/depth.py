@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from corda import paths
 from corda.inv_depth import INVALID
 from corda.errors import DataError
 from corda.h5io.reader import _SchemaReader
 from corda.h5io.schema import DEPTH_ENCODING, DEPTH_MODES, DEPTH_SCHEMA
+from corda.io import write_json
 from corda.h5io.writer import H5StreamWriter, _chain, _check_attrs, _hw, _peek
+
+#: What ``depth_maps`` writes in place of ``source.h5`` when the source depth is the dataset's own ground truth
+#: (``depth.source: ground_truth``): a small JSON record; training then reads the dataset's depth files in place.
+SOURCE_IN_PLACE = paths.source_depth_record().name
+
+
+def write_source_in_place(path: str | os.PathLike, attrs: Mapping[str, Any]) -> None:
+    """Record (JSON, ``attrs`` plus ``read_in_place: true``) that the source depth is read from the dataset."""
+    write_json(path, {**attrs, "read_in_place": True})
+
+
+def source_depth_h5(depth_dir: str | os.PathLike) -> Path | None:
+    """The source depth file of a ``depth_maps`` folder, or None when training reads the dataset's own depth.
+
+    ``depth_maps`` writes exactly one of ``source.h5`` (network depth) and :data:`SOURCE_IN_PLACE` (ground
+    truth: the dataset's depth files are read where they lie, through
+    :func:`corda.data.codecs.inv_through_metres`). Neither → DataError saying to re-run ``depth_maps``.
+    """
+    h5 = paths.depth_h5("source", depth_dir)
+    if h5.exists() or h5.is_symlink():
+        return h5
+    if paths.source_depth_record(depth_dir).is_file():
+        return None
+    raise DataError(f"{depth_dir}: neither source.h5 (network depth) nor {SOURCE_IN_PLACE} (the source dataset's "
+                    f"own depth, read in place) found; re-run `dvc repro depth_maps`")
+
 
 def write_depth_h5(
     path: str | os.PathLike,

@@ -233,15 +233,19 @@ def set_seeds(seed: int) -> None:
 def seg_datasets(splits: dict, tcfg: TrainConfig, depth_dir: Path, with_target_labels: bool = False):
     """(source train, target train, target val) datasets for segmentation training.
 
-    Depth targets of both domains come from the ``depth_maps`` HDF5 files (method.md §2.1), in the
-    CorDA inverse-depth encoding; target labels are loaded only for the oracle.
+    Depth targets (method.md §2.1, CorDA inverse-depth encoding) come from the ``depth_maps`` folder: the target's
+    from ``target.h5``, the source's from ``source.h5`` when a network made it, else (ground truth, recorded in
+    ``source.json``) from the source dataset's own depth files, read in place through float32 metres
+    (:func:`corda.h5io.source_depth_h5`); target labels are loaded only for the oracle.
     """
     from corda.data.datasets import SegDepthDataset
+    from corda.h5io import source_depth_h5
 
     # Rare-class sampling re-crops until the crop keeps enough of the drawn class (DAFormer's min_crop_ratio).
     rcs_crop = tcfg.rcs_min_pixels * tcfg.rcs_min_crop_ratio if tcfg.rcs_temperature is not None else 0.0
+    src_h5 = source_depth_h5(depth_dir)
     src = SegDepthDataset(splits["source"], ("image", "label", "depth"), tcfg.source_resize_hw, tcfg.crop_hw,
-                          depth_h5=str(paths.depth_h5("source", depth_dir)), seed=tcfg.seed,
+                          depth_h5=src_h5, depth_through_metres=src_h5 is None, seed=tcfg.seed,
                           image_resample=tcfg.source_image_resample, depth_resample=tcfg.source_depth_resample,
                           class_crop_min_pixels=rcs_crop)
     tgt_fields = ("image", "depth") + (("label",) if with_target_labels else ())
