@@ -296,7 +296,8 @@ CASES = [
          r"models/depth/target\.pt: incompatible with depth\.backbone=resnet50", r"re-run depth_pretrain"),
     Case("truncated-ckpt", "depth_maps", lambda c: truncate(own(c, "models/depth/target.pt")),
          r"models/depth/target\.pt", r"re-run depth_pretrain"),
-    Case("source-depth-dtype", "depth_maps",
+    # source ground-truth depth is read in place by training (depth_maps no longer copies it)
+    Case("source-depth-dtype", "train",
          relabel(SRC + "/Depth/Depth/*.png", lambda a: (a >> 8).astype(np.uint8)),
          r"data/benchmark/source/Depth/Depth/\d+\.png: depth PNG is single-channel uint8", r"16-bit"),
     Case("val-camera-keys", "depth_maps", strip_camera("extrinsic", "baseline", TGT + "/camera/val/*/*.json"),
