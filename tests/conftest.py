@@ -75,3 +75,46 @@ def copy_repository(dst: Path, params: Path | None = None, extra: dict[str, byte
 def repo_copy():
     """:func:`copy_repository`, for module-scoped fixtures that build a pipeline repository."""
     return copy_repository
+
+
+def invoke_stage(cwd: Path, module: str):
+    """Run the stage ``module``'s typer app in-process with ``cwd`` as the working folder (CliRunner); the logging
+    handlers and the working folder are restored. Returns the click Result. Tests import it (``from conftest
+    import invoke_stage``: pytest puts tests/ on sys.path)."""
+    import importlib
+    import logging
+
+    from typer.testing import CliRunner
+
+    app = importlib.import_module(module).app
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, [], env={"CORDA_LOG_LEVEL": "WARNING"})
+    finally:
+        os.chdir(old)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def spy_interpolate(monkeypatch):
+    """Call it to start recording the shape of every ``F.interpolate`` output (the only full-size tensors inference
+    makes); returns the list it fills, in call order."""
+
+    def start() -> list[tuple[int, ...]]:
+        import torch.nn.functional as F
+
+        shapes, real = [], F.interpolate
+
+        def spy(*args, **kw):
+            out = real(*args, **kw)
+            shapes.append(tuple(out.shape))
+            return out
+
+        monkeypatch.setattr(F, "interpolate", spy)
+        return shapes
+
+    return start

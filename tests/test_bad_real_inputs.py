@@ -10,10 +10,7 @@ A disk too small for an artefact is tested where artefacts are written: tests/te
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +18,8 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
+
+from conftest import invoke_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,17 +35,7 @@ def _params(case: Path, source: str, mode: str = "stereo") -> None:
 
 def _stage(case: Path, module: str):
     """Run ``python -m <module>`` in ``case`` in-process; returns (exit code, stderr lines, log text)."""
-    app = importlib.import_module(module).app
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    old = os.getcwd()
-    os.chdir(case)
-    try:
-        res = CliRunner().invoke(app, [], env={"CORDA_LOG_LEVEL": "WARNING"})
-    finally:
-        os.chdir(old)
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    res = invoke_stage(case, module)
     return res.exit_code, [ln for ln in res.stderr.splitlines() if ln.startswith("error:")], res.stderr
 
 

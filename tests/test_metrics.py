@@ -214,23 +214,8 @@ class _Logits(torch.nn.Module):
         return {"S": self.conv(x) * 4.0, "D": self.conv(x)[:, :1]}
 
 
-def _interpolations(monkeypatch):
-    """Record the shape of every F.interpolate output (the only full-size tensors inference makes)."""
-    import torch.nn.functional as F
-
-    shapes, real = [], F.interpolate
-
-    def spy(*args, **kw):
-        out = real(*args, **kw)
-        shapes.append(tuple(out.shape))
-        return out
-
-    monkeypatch.setattr(F, "interpolate", spy)
-    return shapes
-
-
 @pytest.mark.parametrize("threads", [1, 2])
-def test_confusion_over_equals_the_batch_argmax_one_plane_at_a_time(monkeypatch, threads):
+def test_confusion_over_equals_the_batch_argmax_one_plane_at_a_time(spy_interpolate, threads):
     """Scoring at label size counts what ``segment(...)["S"].argmax(1)`` of the whole batch counts, while no
     tensor larger than one (H, W) plane is upsampled (evaluate's memory bound, corda.inference)."""
     from corda.inference import confusion_over, segment
@@ -249,7 +234,7 @@ def test_confusion_over_equals_the_batch_argmax_one_plane_at_a_time(monkeypatch,
         ref = ConfusionMatrix(19)
         for batch in batches:
             ref.update(segment(model, batch["image"], (h, w))["S"].argmax(1), batch["label"])
-        shapes = _interpolations(monkeypatch)
+        shapes = spy_interpolate()
         cm = confusion_over(model, batches, 19, torch.device("cpu"))
     finally:
         torch.set_num_threads(before)

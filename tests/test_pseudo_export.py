@@ -77,12 +77,10 @@ def test_self_train_dataset_reads_planted_pseudo_labels(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_label_items_one_image_at_a_time_equal_the_batch_maps(monkeypatch, threads):
+def test_label_items_one_image_at_a_time_equal_the_batch_maps(spy_interpolate, threads):
     """The export's maps, made image by image after the batch's forward pass, are the batch computation's rows
     bit for bit (labels, float32 confidence, ω, weight, and so the diagnostics); no upsampled tensor holds more
     than one image (the pseudo_labels memory bound, corda.pseudo.label_items)."""
-    import torch.nn.functional as F
-
     from corda.pseudo import PseudoLabelDiagnostics, label_items
 
     net = _net()
@@ -115,14 +113,7 @@ def test_label_items_one_image_at_a_time_equal_the_batch_maps(monkeypatch, threa
                 row = [r[k][j].numpy() for k in ("label", "confidence", "omega", "weight")]
                 ref_diag.update(row[0], it["label"].numpy(), *row[1:])
                 ref.append((it["name"], row[0].astype(np.uint8), *row[1:]))
-        shapes, real = [], F.interpolate
-
-        def spy(*args, **kw):
-            out = real(*args, **kw)
-            shapes.append(tuple(out.shape))
-            return out
-
-        monkeypatch.setattr(F, "interpolate", spy)
+        shapes = spy_interpolate()
         diag = PseudoLabelDiagnostics(19, "cityscapes19")
         got = list(label_items(net, items, 2, torch.device("cpu"), "confidence_x_omega", 0.968, diag))
     finally:

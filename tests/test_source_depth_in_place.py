@@ -2,14 +2,11 @@
 copy of the dataset's depth in depth/source.h5, and training reads bit for bit the values that copy held.
 """
 
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from corda.data import codecs
 from corda.data.datasets import SegDepthDataset
@@ -21,6 +18,8 @@ from corda.io import write_png
 from corda.seg.config import TrainConfig
 from corda.seg.run import seg_datasets
 from corda.testing import write_cityscapes_fixture, write_gta5_fixture, write_synthia_fixture
+
+from conftest import invoke_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 32, 64
@@ -101,19 +100,7 @@ def test_source_depth_h5_picks_the_h5_the_record_or_fails(tmp_path):
 
 
 def _run(cwd: Path, module: str) -> None:
-    import importlib
-
-    app = importlib.import_module(module).app
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        res = CliRunner().invoke(app, [], env={"CORDA_LOG_LEVEL": "WARNING"})
-    finally:
-        os.chdir(old)
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    res = invoke_stage(cwd, module)
     assert res.exit_code == 0, f"{module}: {res.exception!r}\n{res.output[-3000:]}"
 
 
