@@ -224,7 +224,8 @@ def _run_pseudo(d: Path, devices: int) -> subprocess.CompletedProcess:
 
     (d / "params.yaml").write_text(yaml.safe_dump(
         {"pseudo_labels": {"batch_size": 2, "threshold": 0.968, "weight_rule": "confidence_x_omega",
-                           "devices": devices}, "run": {"pseudo_labels": {"device": "cpu"}}}))
+                           "devices": devices}, "train": {"target_resize_hw": None},
+         "run": {"pseudo_labels": {"device": "cpu"}}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CORDA_LOG_LEVEL": "INFO",
            "DVC_NO_ANALYTICS": "1"}
     res = subprocess.run([sys.executable, "-m", "stages.pseudo_labels"], cwd=d, env=env, capture_output=True,
