@@ -153,7 +153,8 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
     from corda.data.procedural import benchmark as B
     from corda.data import codecs
     from corda.data.datasets import SegDepthDataset
-    from corda.h5io import SOURCE_IN_PLACE, write_depth_h5
+    from corda import paths
+    from corda.h5io import write_depth_h5
     from corda.params import section
     from corda.data.config import DataConfig
 
@@ -173,9 +174,10 @@ def exact_depth_dir(p: dict, splits: dict, out: Path = Path("checkpoints/ablatio
                          "the data section of this params.yaml?")
     if not (out / "target.h5").is_file():
         out.mkdir(parents=True, exist_ok=True)
-        for f in ("source.h5", SOURCE_IN_PLACE):  # depth_maps writes one: network depth, or the in-place record
-            if Path("depth", f).is_file():
-                shutil.copy2(Path("depth", f), out / f)
+        # depth_maps writes one: network depth, or the in-place record
+        for f in (paths.depth_h5("source"), paths.source_depth_record()):
+            if f.is_file():
+                shutil.copy2(f, out / f.name)
         names = splits["target_train"].names
         rows = ((n, codecs.depth_to_inv(z), np.minimum(z, 6e4).astype(np.float16))  # float16 tops out at 65504
                 for n in names for z in [exact("train", n)])

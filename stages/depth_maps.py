@@ -43,7 +43,7 @@ def main(
     from corda.depth.checkpoint import depth_checkpoint_path, load_depth_net
     from corda.depth.config import DepthConfig
     from corda.depth.run import export_depth, mono_scale, predict_full
-    from corda.h5io import SOURCE_IN_PLACE, write_depth_h5, write_source_in_place
+    from corda.h5io import write_depth_h5, write_source_in_place
     from corda.inference import iterate_batches
     from corda.io import file_hash, staged_outputs, write_json
     from corda.log import progress
@@ -66,7 +66,7 @@ def main(
                 # Training reads the dataset's own depth files where they lie (corda.seg.run.seg_datasets): no
                 # copy (302 GB raw for GTA5), only a record. Constructing the dataset checks the files are there.
                 SegDepthDataset(index, ("depth",), None, None)
-                write_source_in_place(staged[out_dir] / SOURCE_IN_PLACE,
+                write_source_in_place(paths.source_depth_record(staged[out_dir]),
                                       {"mode": "ground_truth", "domain": domain, "dataset": index.kind,
                                        "items": len(index)})
                 continue

@@ -2,7 +2,7 @@
 
 Source ground-truth depth (``depth.source: ground_truth``) gets no HDF5 file: the dataset's own depth files are
 read where they lie, and ``depth_maps`` writes a small JSON record, ``depth/source.json``
-(:data:`SOURCE_IN_PLACE`, :func:`source_depth_h5`), in place of ``depth/source.h5``.
+(:func:`corda.paths.source_depth_record`, :func:`source_depth_h5`), in place of ``depth/source.h5``.
 
 The original CorDA reads pre-computed depth PNG/MAT files and computes the depth-discrepancy weight ω
 online only (method.md §2.1, §4). Our pipeline materialises both as one HDF5 file per domain/stage, so
@@ -109,7 +109,6 @@ from corda.h5io.reader import (  # noqa: F401
 )
 from corda.h5io.depth import (  # noqa: F401
     DepthH5,
-    SOURCE_IN_PLACE,
     source_depth_h5,
     write_depth_h5,
     write_source_in_place,

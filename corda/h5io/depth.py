@@ -16,10 +16,6 @@ from corda.h5io.schema import DEPTH_ENCODING, DEPTH_MODES, DEPTH_SCHEMA
 from corda.io import write_json
 from corda.h5io.writer import H5StreamWriter, _chain, _check_attrs, _hw, _peek
 
-#: What ``depth_maps`` writes in place of ``source.h5`` when the source depth is the dataset's own ground truth
-#: (``depth.source: ground_truth``): a small JSON record; training then reads the dataset's depth files in place.
-SOURCE_IN_PLACE = paths.source_depth_record().name
-
 
 def write_source_in_place(path: str | os.PathLike, attrs: Mapping[str, Any]) -> None:
     """Record (JSON, ``attrs`` plus ``read_in_place: true``) that the source depth is read from the dataset."""
@@ -29,7 +25,7 @@ def write_source_in_place(path: str | os.PathLike, attrs: Mapping[str, Any]) -> 
 def source_depth_h5(depth_dir: str | os.PathLike) -> Path | None:
     """The source depth file of a ``depth_maps`` folder, or None when training reads the dataset's own depth.
 
-    ``depth_maps`` writes exactly one of ``source.h5`` (network depth) and :data:`SOURCE_IN_PLACE` (ground
+    ``depth_maps`` writes exactly one of ``source.h5`` (network depth) and ``source.json`` (ground
     truth: the dataset's depth files are read where they lie, through
     :func:`corda.data.codecs.inv_through_metres`). Neither → DataError saying to re-run ``depth_maps``.
     """
@@ -38,7 +34,7 @@ def source_depth_h5(depth_dir: str | os.PathLike) -> Path | None:
         return h5
     if paths.source_depth_record(depth_dir).is_file():
         return None
-    raise DataError(f"{depth_dir}: neither source.h5 (network depth) nor {SOURCE_IN_PLACE} (the source dataset's "
+    raise DataError(f"{depth_dir}: neither source.h5 (network depth) nor source.json (the source dataset's "
                     f"own depth, read in place) found; re-run `dvc repro depth_maps`")
 
 
